@@ -1,0 +1,27 @@
+# The two commands a new user needs (both install everything on first use):
+#   make demo   run the main job, spark-submit jobs/rewrite.py, on the embedded default
+#   make test   run the test suite
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export PYTHONPATH := $(CURDIR)
+export SPARK_LOCAL_IP ?= 127.0.0.1
+ROOT ?= $(CURDIR)/work
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo ingest mlflow-ui clean
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	python -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	bash scripts/demo.sh "$(ROOT)"
+
+mlflow-ui: setup
+	mlflow ui --backend-store-uri sqlite:///$(ROOT)/mlflow.db --port 5000
+
+clean:
+	rm -rf work spark-warehouse metastore_db derby.log
