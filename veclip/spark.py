@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -33,6 +34,8 @@ def get_spark(cfg: Config) -> SparkSession:
         log.info("using the existing Spark session (%s)", spark.sparkContext.master)
         return spark
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers run this interpreter (with the pinned stack), not whatever python3 is on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     root = cfg.paths.root
     os.makedirs(root, exist_ok=True)
     # Python workers must import veclip: hand them this checkout's path (a no-op when installed).
@@ -53,6 +56,7 @@ def get_spark(cfg: Config) -> SparkSession:
         .config("spark.ui.enabled", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.executorEnv.PYTHONPATH", pythonpath)
+        .config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
     )
     for key, value in cfg.spark.conf.items():

@@ -1,0 +1,72 @@
+"""The shared batch-inference mechanism: batching, fault isolation, output checks, in Spark too."""
+
+import pandas as pd
+import pytest
+
+from veclip import inference
+
+
+def upper(batch: pd.DataFrame):
+    out = []
+    for t in batch["text"]:
+        if t == "bad-row":
+            out.append(ValueError("cannot read this row"))
+        else:
+            out.append(t.upper())
+    return out
+
+
+def explode_on_poison(batch: pd.DataFrame):
+    if (batch["text"] == "poison").any():
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    return [t.upper() for t in batch["text"]]
+
+
+def frames(texts, size):
+    df = pd.DataFrame({"key": [f"k{i}" for i in range(len(texts))], "text": texts})
+    return [df.iloc[i:i + size] for i in range(0, len(df), size)]
+
+
+def test_batches_are_regrouped_independent_of_frame_size():
+    seen = []
+
+    def record(batch):
+        seen.append(len(batch))
+        return list(batch["text"])
+
+    out = list(inference.run_batches(record, iter(frames([str(i) for i in range(10)], 3)), 4, ["key"], "out"))
+    assert seen == [4, 4, 2]
+    assert pd.concat(out)["out"].tolist() == [str(i) for i in range(10)]
+
+
+def test_a_failing_batch_marks_only_the_bad_row():
+    texts = ["a", "b", "poison", "c", "d"]
+    out = pd.concat(inference.run_batches(explode_on_poison, iter(frames(texts, 5)), 5, ["key"], "out"))
+    assert out["out"].tolist() == ["A", "B", None, "C", "D"]
+    assert out["error"].isna().tolist() == [True, True, False, True, True]
+    assert "out of memory" in out["error"].iloc[2]
+
+
+def test_row_level_errors_are_reported_per_row():
+    out = pd.concat(inference.run_batches(upper, iter(frames(["x", "bad-row", "y"], 3)), 8, ["key"], "out"))
+    assert out["out"].tolist() == ["X", None, "Y"]
+    assert out["error"].iloc[1] == "ValueError: cannot read this row"
+
+
+def test_wrong_number_of_outputs_is_an_error_on_the_rows():
+    out = inference.predict_rows(lambda b: [], pd.DataFrame({"text": ["a", "b"]}))
+    assert out == [(None, "RuntimeError: model returned 0 outputs for 1 rows")] * 2
+
+
+def test_map_batches_in_spark_with_per_worker_cache(spark):
+    df = spark.createDataFrame([(f"k{i}", "bad-row" if i == 3 else f"t{i}") for i in range(20)], "key string, text string")
+    out = inference.map_batches(df.repartition(3), load=lambda device: upper, cache_key="test:upper",
+                                batch_size=4, keep=["key"], output="out").toPandas().sort_values("key")
+    assert len(out) == 20 and out["out"].isna().sum() == 1
+    assert out.set_index("key").loc["k3", "error"].startswith("ValueError")
+
+
+def test_map_batches_refuses_missing_columns(spark):
+    df = spark.createDataFrame([("a",)], "text string")
+    with pytest.raises(ValueError, match="columns \\['key'\\] not in input"):
+        inference.map_batches(df, load=lambda d: upper, cache_key="x", batch_size=2, keep=["key"], output="o")

@@ -1,0 +1,140 @@
+"""One batch-inference mechanism for every model stage (captioner, rewriter, embedders).
+
+A stage supplies a picklable `load(device) -> predict` function; `predict(batch: pd.DataFrame)`
+returns one output per row: a string, or an Exception instance for a row that failed on its own
+(e.g. an image that does not decode). This module does the rest, the way Spark's
+`predict_batch_udf` does, plus what a long GPU job needs:
+
+- the model loads once per Python worker (cached by `cache_key`, reused across tasks);
+- rows are regrouped into batches of `batch_size` whatever the partition size;
+- a batch that raises (CUDA out-of-memory included) is split in halves and retried, down to
+  single rows, so one bad row marks only itself with an `error`;
+- the number of outputs is checked against the number of inputs;
+- each task uses the GPU Spark assigned to it (`spark.task.resource.gpu.amount`), else the CPU.
+
+    out = map_batches(df, load=CaptionerLoader(cfg), cache_key="captioner:llava", batch_size=16,
+                      keep=["key"], output="caption")
+    # out columns: key, caption, error, started_at, finished_at
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Callable, Iterator, Sequence, Union
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql.types import StringType, StructField, StructType, TimestampType
+
+log = logging.getLogger(__name__)
+
+Output = Union[str, None, Exception]
+Predict = Callable[[pd.DataFrame], Sequence[Output]]
+Load = Callable[[str], Predict]
+
+_WORKER_CACHE: dict[str, Predict] = {}
+
+
+def task_device() -> str:
+    """The device of the current Spark task: its assigned GPU, else the first GPU, else CPU."""
+    import torch
+    from pyspark import TaskContext
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    ctx = TaskContext.get()
+    gpus = ctx.resources().get("gpu") if ctx is not None else None
+    if gpus is not None and gpus.addresses:
+        return f"cuda:{gpus.addresses[0]}"
+    return "cuda:0"
+
+
+def cached_predictor(cache_key: str, load: Load, device: str) -> Predict:
+    """Load once per Python worker and device; later tasks on the same worker reuse the model."""
+    key = f"{cache_key}@{device}"
+    if key not in _WORKER_CACHE:
+        t0 = time.monotonic()
+        _WORKER_CACHE[key] = load(device)
+        log.info("loaded %s on %s in %.1fs", cache_key, device, time.monotonic() - t0)
+    return _WORKER_CACHE[key]
+
+
+def _is_oom(err: BaseException) -> bool:
+    return "out of memory" in str(err).lower() or type(err).__name__ == "OutOfMemoryError"
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"[:1000]
+
+
+def predict_rows(predict: Predict, batch: pd.DataFrame) -> list[tuple[str | None, str | None]]:
+    """(output, error) per row. A failing batch is split in halves until the failure is isolated."""
+    try:
+        outputs = list(predict(batch))
+        if len(outputs) != len(batch):
+            raise RuntimeError(f"model returned {len(outputs)} outputs for {len(batch)} rows")
+    except Exception as err:  # noqa: BLE001 - any model failure must stay on its rows
+        if _is_oom(err):
+            _free_gpu_memory()
+        if len(batch) == 1:
+            return [(None, _describe(err))]
+        mid = len(batch) // 2
+        log.warning("batch of %d failed (%s); retrying in halves", len(batch), _describe(err)[:200])
+        return predict_rows(predict, batch.iloc[:mid]) + predict_rows(predict, batch.iloc[mid:])
+    return [(None, _describe(o)) if isinstance(o, Exception) else (o, None) for o in outputs]
+
+
+def _free_gpu_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def run_batches(predict: Predict, frames: Iterator[pd.DataFrame], batch_size: int, keep: Sequence[str],
+                output: str) -> Iterator[pd.DataFrame]:
+    """Regroup incoming frames into `batch_size` rows, predict, and yield keep + output/error/timing."""
+    pending = pd.DataFrame()
+    for frame in frames:
+        pending = pd.concat([pending, frame], ignore_index=True) if len(pending) else frame.reset_index(drop=True)
+        while len(pending) >= batch_size:
+            yield _one_batch(predict, pending.iloc[:batch_size], keep, output)
+            pending = pending.iloc[batch_size:].reset_index(drop=True)
+    if len(pending):
+        yield _one_batch(predict, pending, keep, output)
+
+
+def _one_batch(predict: Predict, batch: pd.DataFrame, keep: Sequence[str], output: str) -> pd.DataFrame:
+    started = _now()
+    results = predict_rows(predict, batch)
+    out = batch[list(keep)].copy()
+    out[output] = [r[0] for r in results]
+    out["error"] = [r[1] for r in results]
+    out["started_at"] = started
+    out["finished_at"] = _now()
+    return out
+
+
+def map_batches(df: DataFrame, load: Load, cache_key: str, batch_size: int, keep: Sequence[str],
+                output: str) -> DataFrame:
+    """Run a model over `df` in Spark; returns `keep` columns + output, error, started_at, finished_at."""
+    if batch_size < 1:
+        raise ValueError(f"{cache_key}: batch_size must be >= 1, got {batch_size}")
+    missing = [c for c in keep if c not in df.columns]
+    if missing:
+        raise ValueError(f"{cache_key}: columns {missing} not in input {df.columns}")
+    schema = StructType([df.schema[c] for c in keep] + [
+        StructField(output, StringType(), True), StructField("error", StringType(), True),
+        StructField("started_at", TimestampType(), False), StructField("finished_at", TimestampType(), False)])
+
+    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        predict = cached_predictor(cache_key, load, task_device())
+        yield from run_batches(predict, frames, batch_size, keep, output)
+
+    return df.mapInPandas(run, schema)

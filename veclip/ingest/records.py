@@ -1,0 +1,99 @@
+"""One crawled sample on its way to bronze or quarantine: its stable key, and the row it becomes.
+
+    sample_key(url="https://x/cat.jpg")                                  # sha256 of the URL
+    sample_key(url=None, source="/crawl/00001.tar", source_key="000017")  # sha256 of "00001.tar\\0000017"
+
+The key is the hex sha256 of the URL (surrounding whitespace removed) when the sample has one, so
+the same image URL gets the same key in any shard, table or re-run; otherwise the hex sha256 of
+the source file's *name* (not its directory, so a crawl can move) and the sample's id inside that
+file, joined by a NUL byte. Two different crawls with equally named shards and URL-less samples
+would collide: give shards unique names (img2dataset always records the URL, so this is rare).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import pyarrow as pa
+
+from veclip.ingest.images import ImageLimits, inspect_image
+from veclip.ingest.text import clean_alt_text
+
+BRONZE_OUTCOME, QUARANTINE_OUTCOME = "bronze", "quarantine"
+
+
+def sample_key(url: Optional[str] = None, source: Optional[str] = None, source_key: Optional[str] = None) -> str:
+    """Stable hex id of a sample (see the module docstring)."""
+    if url is not None and url.strip():
+        return hashlib.sha256(url.strip().encode("utf-8")).hexdigest()
+    if source is None or source_key is None:
+        raise ValueError("sample_key needs a url, or both source and source_key")
+    name = os.path.basename(source.rstrip("/"))
+    return hashlib.sha256(f"{name}\0{source_key}".encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Sample:
+    """What a reader found. `reason` set means the reader already knows it is rejected."""
+
+    source_key: Optional[str]
+    url: Optional[str] = None
+    alt_text_raw: Optional[str] = None
+    image: Optional[bytes] = None
+    reason: Optional[str] = None
+    detail: Optional[str] = None
+
+
+# What the ingest tasks return: bronze and quarantine columns side by side, plus `outcome`.
+# (`ingested_at` and the quarantine `stage` are added on the driver.)
+INGESTED = pa.schema([
+    ("key", pa.string()), ("outcome", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
+    ("url", pa.string()), ("image", pa.binary()), ("image_sha256", pa.string()),
+    ("width", pa.int32()), ("height", pa.int32()), ("image_format", pa.string()), ("image_mode", pa.string()),
+    ("alt_text_raw", pa.string()), ("alt_text", pa.string()),
+    ("source", pa.string()), ("source_key", pa.string()), ("source_format", pa.string()),
+])
+
+
+def _clean_url(url: Optional[str]) -> Optional[str]:
+    return url.strip() if isinstance(url, str) and url.strip() else None
+
+
+def rejected(sample: Sample, source: str, source_format: str, reason: str, detail: Optional[str]) -> dict:
+    url = _clean_url(sample.url)
+    return {"key": sample_key(url, source, sample.source_key), "outcome": QUARANTINE_OUTCOME,
+            "reason": reason, "detail": (detail or "")[:1000] or None, "url": url,
+            "alt_text_raw": sample.alt_text_raw, "source": source, "source_key": sample.source_key,
+            "source_format": source_format}
+
+
+def to_row(sample: Sample, source: str, source_format: str, limits: ImageLimits, max_chars: int) -> dict:
+    """The INGESTED row of a sample: inspected, cleaned, keyed, with its outcome."""
+    if sample.reason:
+        return rejected(sample, source, source_format, sample.reason, sample.detail)
+    check = inspect_image(sample.image, limits)
+    if not check.ok:
+        return rejected(sample, source, source_format, check.reason, check.detail)
+    url = _clean_url(sample.url)
+    return {"key": sample_key(url, source, sample.source_key), "outcome": BRONZE_OUTCOME,
+            "reason": None, "detail": None, "url": url, "image": sample.image,
+            "image_sha256": check.sha256, "width": check.width, "height": check.height,
+            "image_format": check.format, "image_mode": check.mode,
+            "alt_text_raw": sample.alt_text_raw, "alt_text": clean_alt_text(sample.alt_text_raw, max_chars),
+            "source": source, "source_key": sample.source_key, "source_format": source_format}
+
+
+def batches(rows, max_rows: int = 64, max_bytes: int = 64 << 20):
+    """Group row dicts into Arrow record batches of bounded rows and image bytes."""
+    buf, size = [], 0
+    for row in rows:
+        buf.append(row)
+        size += len(row.get("image") or b"")
+        if len(buf) >= max_rows or size >= max_bytes:
+            yield pa.RecordBatch.from_pylist(buf, schema=INGESTED)
+            buf, size = [], 0
+    if buf:
+        yield pa.RecordBatch.from_pylist(buf, schema=INGESTED)
