@@ -122,8 +122,11 @@ def _one_batch(predict: Predict, batch: pd.DataFrame, keep: Sequence[str], outpu
 
 
 def map_batches(df: DataFrame, load: Load, cache_key: str, batch_size: int, keep: Sequence[str],
-                output: str) -> DataFrame:
-    """Run a model over `df` in Spark; returns `keep` columns + output, error, started_at, finished_at."""
+                output: str, profile=None) -> DataFrame:
+    """Run a model over `df` in Spark; returns `keep` columns + output, error, started_at, finished_at.
+
+    `profile`: an optional pyspark ResourceProfile (e.g. GPUs per task) for the model's Spark stage.
+    """
     if batch_size < 1:
         raise ValueError(f"{cache_key}: batch_size must be >= 1, got {batch_size}")
     missing = [c for c in keep if c not in df.columns]
@@ -137,4 +140,4 @@ def map_batches(df: DataFrame, load: Load, cache_key: str, batch_size: int, keep
         predict = cached_predictor(cache_key, load, task_device())
         yield from run_batches(predict, frames, batch_size, keep, output)
 
-    return df.mapInPandas(run, schema)
+    return df.mapInPandas(run, schema, profile=profile)

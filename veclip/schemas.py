@@ -5,8 +5,8 @@ bronze/silver `key`; quarantine (`key`, `stage`); captions (`key`, `captioner`);
 vecap (`key`, `rewriter`); gold `key`.
 """
 
-from pyspark.sql.types import (BinaryType, BooleanType, IntegerType, LongType, StringType, StructField,
-                               StructType, TimestampType)
+from pyspark.sql.types import (BinaryType, BooleanType, DoubleType, IntegerType, LongType, StringType,
+                               StructField, StructType, TimestampType)
 
 
 def _schema(*fields: tuple) -> StructType:
@@ -86,4 +86,35 @@ GOLD = _schema(
     ("silver_version", LongType(), True),
     ("captions_version", LongType(), True),
     ("vecap_version", LongType(), True),
+)
+
+# One row per bronze row (no image bytes: join bronze on `key`). Downstream reads `is_canonical` rows.
+SILVER = _schema(
+    ("key", StringType(), False),
+    ("dup_group", StringType(), False),     # the group's canonical key (its own key when kept)
+    ("is_canonical", BooleanType(), False),  # the one sample of its group that later stages use
+    ("dup_rule", StringType(), True),       # null when canonical or unreadable; exact_bytes | exact_pixels |
+                                            # near_image | near_text (the rule of `duplicate_of`'s match)
+    ("duplicate_of", StringType(), True),   # the sample it matched (in the same group); null when canonical
+    ("image_sha256", StringType(), False),  # hex sha256 of the bytes (from bronze)
+    ("pixel_sha256", StringType(), True),   # hex sha256 of the decoded pixels; null when undecodable
+    ("phash", LongType(), True),            # 64-bit DCT pHash; null when undecodable or flat
+    ("width", IntegerType(), False),
+    ("height", IntegerType(), False),
+    ("alt_text_norm", StringType(), True),  # normalised AltText (what text matching compares)
+    ("alt_text_low_info", BooleanType(), False),  # boilerplate or shared by unrelated images
+    ("hash_error", StringType(), True),     # why the image could not be hashed (row also in quarantine)
+    ("deduped_at", TimestampType(), False),
+)
+
+# One row per dropped (non-canonical) sample: what it duplicates, by which rule, with the evidence.
+DEDUPE_AUDIT = _schema(
+    ("key", StringType(), False),
+    ("duplicate_of", StringType(), False),
+    ("dup_rule", StringType(), False),
+    ("dup_group", StringType(), False),     # = the kept sample's key
+    ("hamming", IntegerType(), True),       # pHash distance to duplicate_of (null when a pHash is null:
+                                            # flat images match only exactly)
+    ("text_jaccard", DoubleType(), True),   # AltText similarity, for near_text
+    ("decided_at", TimestampType(), False),
 )

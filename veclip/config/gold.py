@@ -1,4 +1,4 @@
-"""Config of the gold stage."""
+"""Config of the gold stage (the training table)."""
 
 from __future__ import annotations
 
@@ -8,4 +8,8 @@ from veclip.config.base import Section
 
 
 class GoldConfig(Section):
-    pass
+    image_size: int = Field(256, ge=32, description="Images are downscaled so their shorter side is at most "
+                            "this many pixels (re-encoded once, as JPEG), enough for 224 px training crops.")
+    jpeg_quality: int = Field(90, ge=50, le=100, description="JPEG quality of the re-encoded training images.")
+    require_vecap: bool = Field(False, description="Only rows with a VeCap go to gold. Off by default: the "
+                                "trainer falls back to the AltText where a VeCap is missing.")

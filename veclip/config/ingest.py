@@ -11,6 +11,9 @@ from veclip.config.base import Section
 
 class HttpConfig(Section):
     timeout_s: float = Field(10.0, gt=0, description="Connect and read timeout of one image request.")
+    deadline_s: float = Field(30.0, gt=0, description="Longest time one download attempt may take, body "
+                              "included (a server that trickles bytes is cut off: `timeout`).")
+    max_redirects: int = Field(5, ge=0, description="Redirects followed per request (each target is checked again).")
     retries: int = Field(2, ge=0, description="Retries after a failed request (connection error, 429, 5xx).")
     backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles at each retry.")
     concurrency: int = Field(16, ge=1, description="Parallel requests per Spark task.")
@@ -33,7 +36,12 @@ class IngestConfig(Section):
                             "before decoding (larger: `too_many_pixels`, a decompression-bomb guard).")
     max_bytes: int = Field(20_000_000, ge=1, description="Largest accepted encoded image or HTTP body in bytes.")
     alt_text_max_chars: int = Field(1000, ge=16, description="Cleaned AltText is cut to this many characters.")
+    image_formats: list[str] = Field(["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"], min_length=1,
+                                     description="Accepted image formats (Pillow names); anything else is `not_an_image`.")
     files_per_partition: int = Field(1, ge=1, description="Input files handled by one Spark task.")
+    urls_per_partition: int = Field(2000, ge=1, description="URL rows per Spark task when downloading images.")
+    skip_ingested_files: bool = Field(True, description="Skip input files an earlier run read completely "
+                                      "(same path, size and mtime, per the `ingest_files` table).")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Image download settings for URL inputs.")
 
     @field_validator("inputs", mode="before")

@@ -70,6 +70,16 @@ def rejected(sample: Sample, source: str, source_format: str, reason: str, detai
             "source_format": source_format}
 
 
+def pending(sample: Sample, source: str, source_format: str) -> dict:
+    """A URL row waiting for its image (outcome not decided), or its rejection when already known."""
+    if sample.reason:
+        return rejected(sample, source, source_format, sample.reason, sample.detail)
+    url = _clean_url(sample.url)
+    return {"key": sample_key(url, source, sample.source_key), "outcome": None, "url": url,
+            "alt_text_raw": sample.alt_text_raw, "source": source, "source_key": sample.source_key,
+            "source_format": source_format}
+
+
 def to_row(sample: Sample, source: str, source_format: str, limits: ImageLimits, max_chars: int) -> dict:
     """The INGESTED row of a sample: inspected, cleaned, keyed, with its outcome."""
     if sample.reason:

@@ -1,0 +1,101 @@
+"""What runs on a Spark worker: decode a batch of image bytes, caption it, clean the output.
+
+    load = CaptionLoader(spec, prompt_text, max_chars=300)    # picklable, shipped to workers
+    predict = load("cuda:0")                                  # loads the model (once per worker)
+    predict(batch_df)  # -> one caption str, or an Exception for a row that failed on its own
+
+A row whose bytes do not decode, or whose cleaned caption is empty, gets its own exception; the
+rest of the batch is captioned. An exception raised by generation itself (CUDA out-of-memory,
+...) fails the batch, which veclip.inference.map_batches splits and retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from dataclasses import dataclass
+from functools import partial
+from typing import Optional, Sequence, Union
+
+import pandas as pd
+
+from veclip.caption.clean import clean_caption
+from veclip.caption.models import Captioner, CaptionerSpec
+
+log = logging.getLogger(__name__)
+
+# Large JPEGs are decoded at a reduced scale (DCT scaling) no smaller than this: every processor
+# resizes far below it, and full-size decoding of 4000 px photos would dominate a CPU worker.
+DECODE_MAX_SIDE = 1024
+
+
+class UndecodableImage(ValueError):
+    """The image bytes of a row could not be decoded."""
+
+
+class EmptyCaption(ValueError):
+    """Nothing was left of a generated caption after cleaning."""
+
+
+def decode_image(data: Optional[bytes], max_side: int = DECODE_MAX_SIDE):
+    """Bytes -> upright RGB PIL image (transparency flattened on white); UndecodableImage if broken."""
+    from PIL import Image, ImageOps
+
+    if data is None or len(data) == 0:
+        raise UndecodableImage("no image bytes")
+    try:
+        img = Image.open(io.BytesIO(bytes(data)))
+        img.draft("RGB", (max_side, max_side))
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+            canvas.paste(rgba, mask=rgba.getchannel("A"))
+            return canvas
+        return img.convert("RGB")
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
+        raise UndecodableImage(f"{type(err).__name__}: {err}") from None
+
+
+def caption_batch(captioner: Captioner, max_chars: int, column: str,
+                  batch: pd.DataFrame) -> list[Union[str, Exception]]:
+    """One output per row: the cleaned caption, or the row's own exception."""
+    out: list[Union[str, Exception, None]] = [None] * len(batch)
+    images, where = [], []
+    for i, data in enumerate(batch[column]):
+        try:
+            images.append(decode_image(data))
+            where.append(i)
+        except UndecodableImage as err:
+            out[i] = err
+    for i, raw in zip(where, captioner.caption(images)):
+        text = clean_caption(raw, max_chars)
+        out[i] = text if text else EmptyCaption(f"empty caption after cleaning (raw output {raw[:80]!r})")
+    return out
+
+
+@dataclass(frozen=True)
+class CaptionLoader:
+    """`load(device) -> predict` for veclip.inference.map_batches."""
+
+    spec: CaptionerSpec
+    prompt_text: Optional[str]
+    max_chars: int = 300
+    column: str = "image"
+
+    @property
+    def cache_key(self) -> str:
+        """Workers reuse a loaded model only for the very same spec and prompt."""
+        digest = hashlib.sha256(repr((self.spec, self.prompt_text)).encode()).hexdigest()[:12]
+        return f"caption:{self.spec.model}:{digest}"
+
+    def __call__(self, device: str):
+        captioner = Captioner(self.spec, device, self.prompt_text)
+        return partial(caption_batch, captioner, self.max_chars, self.column)
+
+
+def caption_images(loader: CaptionLoader, images: Sequence[bytes], device: str = "cpu") -> list:
+    """Caption image bytes without Spark (notebooks, the benchmark's standalone path)."""
+    predict = loader(device)
+    return list(predict(pd.DataFrame({loader.column: list(images)})))

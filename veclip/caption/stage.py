@@ -1,0 +1,182 @@
+"""Caption stage: canonical samples without a caption from the configured captioner -> `captions`.
+
+    spark-submit jobs/caption.py --config conf/local.yaml --set caption.model=PATH [--retry-errors]
+    report = run_caption(cfg, spark, args)
+
+Reads `veclip.tables.canonical_samples` (bronze rows that dedupe kept), writes the `captions` Delta
+table keyed by (key, captioner) with the columns of veclip.schemas.CAPTIONS: the cleaned caption, or
+an `error` saying why there is none, plus model id/revision, rendered prompt and its hash, generation
+parameters and timestamps.
+
+Resumable and incremental: the rows still missing a caption from this captioner are split into
+slices of about `caption.commit_every` rows (by a hash of the key, fixed for the run) and each slice
+is captioned and MERGEd on its own, so a killed job loses at most one slice and a rerun does only
+what is missing. The MERGE on (key, captioner) never duplicates a pair; another captioner id
+captions the same rows alongside. `--retry-errors` also recaptions rows that failed before and
+overwrites their caption/error/provenance columns.
+
+Inference goes through veclip.inference.map_batches: the model loads once per Python worker, a
+failing batch (CUDA out-of-memory included) is split and retried, a broken image marks only its row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from typing import Optional
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from veclip.caption.models import CaptionerInfo, CaptionerSpec, describe
+from veclip.caption.predict import CaptionLoader
+from veclip.caption.prompt import prompt_sha256
+from veclip.config import Config
+from veclip.config.caption import CaptionConfig
+from veclip.inference import Load, map_batches
+from veclip.progress import Progress, SparkProgress
+from veclip.report import StageReport
+from veclip.schemas import CAPTIONS
+from veclip.tables import Tables, canonical_samples
+
+log = logging.getLogger(__name__)
+
+KEYS = ["key", "captioner"]
+UPDATE = [c for c in CAPTIONS.fieldNames() if c not in KEYS]  # what --retry-errors overwrites
+# Rows per Arrow batch sent to a Python worker: images are large, Spark's default is 10,000 rows.
+ARROW_ROWS_PER_BATCH = 64
+
+
+def spec_of(c: CaptionConfig) -> CaptionerSpec:
+    return CaptionerSpec(model=c.model, revision=c.revision, prompt=c.prompt, max_new_tokens=c.max_new_tokens,
+                         dtype=c.dtype, trust_remote_code=c.trust_remote_code,
+                         generate_kwargs=tuple(sorted(c.generate_kwargs.items())))
+
+
+def caption_loader(c: CaptionConfig) -> tuple[CaptionLoader, CaptionerInfo]:
+    """The worker-side loader and the driver-side facts recorded with every caption."""
+    spec = spec_of(c)
+    info = describe(spec)
+    return CaptionLoader(spec, info.prompt_text, max_chars=c.max_chars), info
+
+
+def todo(tables: Tables, canonical: DataFrame, captioner: str, retry_errors: bool) -> DataFrame:
+    """Canonical rows with no row from `captioner` (or a failed one, when retrying errors)."""
+    where = f"captioner = '{captioner}'" + (" AND error IS NULL" if retry_errors else "")
+    return tables.missing(canonical, "captions", ["key"], where=where)
+
+
+def in_slice(n_slices: int, i: int):
+    """Slice membership from the key alone: the same key stays in the same slice for a whole run."""
+    return F.pmod(F.xxhash64("key"), F.lit(n_slices)) == F.lit(i)
+
+
+def with_provenance(out: DataFrame, c: CaptionConfig, spec: CaptionerSpec, info: CaptionerInfo) -> DataFrame:
+    """map_batches output (key, caption, error, started_at, finished_at) -> the CAPTIONS columns."""
+    values = {
+        "captioner": F.lit(c.captioner), "model_id": F.lit(c.model), "model_revision": F.lit(info.revision),
+        "prompt": F.lit(info.prompt_text), "prompt_sha256": F.lit(prompt_sha256(info.prompt_text)),
+        "generation_params": F.lit(spec.generation_params_json()),
+    }
+    return out.select(*[(values[f.name] if f.name in values else F.col(f.name)).cast(f.dataType).alias(f.name)
+                        for f in CAPTIONS.fields])
+
+
+def gpu_profile(spark: SparkSession, gpus_per_task: float):
+    """A stage-level resource profile asking for GPUs, when the cluster is not already set up that way."""
+    if gpus_per_task <= 0 or spark.sparkContext.master.startswith("local"):
+        return None
+    if spark.conf.get("spark.task.resource.gpu.amount", None) == str(gpus_per_task):
+        return None  # every task already gets its GPU share
+    from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
+
+    return ResourceProfileBuilder().require(TaskResourceRequests().resource("gpu", gpus_per_task)).build
+
+
+@contextlib.contextmanager
+def arrow_rows_per_batch(spark: SparkSession, rows: int):
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, str(rows))
+    try:
+        yield
+    finally:
+        if before is not None:
+            spark.conf.set(key, before)
+        else:
+            spark.conf.unset(key)
+
+
+def caption_slice(spark: SparkSession, tables: Tables, rows: DataFrame, expected: int, cfg: Config,
+                  load: Load, cache_key: str, info: CaptionerInfo) -> tuple[int, int]:
+    """Caption one slice and MERGE it; returns (captioned, failed)."""
+    c = cfg.caption
+    parts = max(1, min(spark.sparkContext.defaultParallelism, math.ceil(expected / c.batch_size)))
+    src = rows.select("key", "image").repartition(parts)
+    out = map_batches(src, load, cache_key, c.batch_size, keep=["key"], output="caption",
+                      profile=gpu_profile(spark, c.gpus_per_task))
+    # Generate exactly once: a MERGE may read its source twice.
+    result = with_provenance(out, c, spec_of(c), info).localCheckpoint(eager=True)
+    counts = {bool(r["ok"]): int(r["n"]) for r in
+              result.groupBy(F.col("error").isNull().alias("ok")).agg(F.count("*").alias("n")).collect()}
+    tables.merge("captions", result, KEYS, update=UPDATE)
+    return counts.get(True, 0), counts.get(False, 0)
+
+
+def ensure_table(spark: SparkSession, tables: Tables) -> None:
+    """Create the captions table empty with exactly the CAPTIONS schema (nullability included)."""
+    if not tables.exists("captions"):
+        tables.merge("captions", spark.createDataFrame([], CAPTIONS), KEYS)
+
+
+def count_done(tables: Tables, canonical: DataFrame, captioner: str, ok_only: bool) -> int:
+    done = tables.read("captions").where(F.col("captioner") == captioner)
+    if ok_only:
+        done = done.where(F.col("error").isNull())
+    return canonical.join(done.select("key"), "key", "left_semi").count()
+
+
+def run_caption(cfg: Config, spark: SparkSession, args=None, loader: Optional[Load] = None) -> StageReport:
+    """Caption every canonical row that lacks a caption from `caption.captioner`; see the module doc.
+
+    `loader` replaces the model loader built from the config (provenance still comes from the config).
+    """
+    c = cfg.caption
+    retry = bool(getattr(args, "retry_errors", False))
+    report = StageReport("caption")
+    tables = Tables(cfg, spark)
+    built, info = caption_loader(c)
+    load = loader or built
+    cache_key = getattr(load, "cache_key", built.cache_key)
+    ensure_table(spark, tables)
+    canonical = canonical_samples(tables)
+    report.count("canonical", canonical.count())
+    report.count("already_done", count_done(tables, canonical, c.captioner, ok_only=retry))
+    report.count("to_caption", todo(tables, canonical, c.captioner, retry).count())
+    n_slices = max(1, math.ceil(report.counts["to_caption"] / c.commit_every))
+    log.info("caption: %d of %d canonical rows to caption with %s (%s) in %d slice(s)",
+             report.counts["to_caption"], report.counts["canonical"], c.captioner, c.model, n_slices)
+    progress = Progress(report.counts["to_caption"], label="caption", unit="images", every_s=0)
+    t0 = time.monotonic()
+    with arrow_rows_per_batch(spark, max(ARROW_ROWS_PER_BATCH, c.batch_size)):
+        for i in range(n_slices if report.counts["to_caption"] else 0):
+            rows = todo(tables, canonical, c.captioner, retry).where(in_slice(n_slices, i))
+            with SparkProgress(spark, f"caption slice {i + 1}/{n_slices}"):
+                ok, failed = caption_slice(spark, tables, rows, report.counts["to_caption"] / n_slices, cfg,
+                                           load, cache_key, info)
+            report.count("captioned", ok)
+            report.count("failed", failed)
+            progress.update(ok + failed, force=True)
+    seconds = time.monotonic() - t0
+    report.count("caption_rows", count_done(tables, canonical, c.captioner, ok_only=False))
+    report.identity("canonical = done before + to caption", ["canonical"], ["already_done", "to_caption"])
+    report.identity("to caption = captioned + failed", ["to_caption"], ["captioned", "failed"])
+    report.identity("one caption row per canonical row", ["canonical"], ["caption_rows"])
+    report.details.update({
+        "captioner": c.captioner, "model": c.model, "revision": info.revision, "prompt": info.prompt_text,
+        "slices": n_slices, "images_per_s": round((report.counts.get("captioned", 0) + report.counts.get("failed", 0))
+                                                  / seconds, 2) if seconds > 0 else 0.0,
+        "captions_version": tables.version("captions")})
+    return report.finish()

@@ -1,0 +1,11 @@
+"""Dedupe stage: bronze -> silver + dedupe_audit. See `veclip.dedupe.stage` for the plan.
+
+Modules: `pixels` (decode once: pixel sha256 + grey thumbnail), `phash` (batched DCT pHash),
+`text` (normalisation, boilerplate, MinHash), `features` (pandas UDFs), `groups` (exact hubs,
+pHash LSH banding, connected components), `text_groups` (low-information texts, near_text edges),
+`policy` (keep policy, duplicate explanations), `stage` (`run_dedupe`).
+"""
+
+from veclip.dedupe.stage import run_dedupe
+
+__all__ = ["run_dedupe"]

@@ -1,0 +1,239 @@
+"""Load a CLIP model from any source into one encoder interface.
+
+    ref = resolve_model("models:/veclip-clip@candidate")    # or a checkpoint, a folder, a name + weights
+    enc = load_encoder(ref, device="cpu")
+    enc.encode_images([pil, ...])   # (n, d) L2-normalised float32 on the CPU
+    enc.encode_texts(["a dog", ...])
+
+Sources, decided in this order:
+- `models:/NAME@ALIAS` / `models:/NAME/VERSION`: a registered MLflow model whose artifact `clip` is an
+  open_clip folder (veclip.clip.save) or a Hugging Face CLIPModel folder;
+- a training checkpoint `step_<8 digits>.pt` ({"model": state_dict, "model_name": ...}) or a folder of
+  them (the latest step is taken);
+- an open_clip folder (open_clip_config.json), as written by veclip.clip.save;
+- a Hugging Face `CLIPModel` folder (config.json); its tokenizer loads with AutoTokenizer from the
+  same folder, so VeCLIP's released checkpoints (CLIP + a T5 tokenizer) work as they are;
+- an open_clip model name (e.g. ViT-B-16) with a weights file.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from veclip.evaluate.metrics import normalize
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_RE = re.compile(r"step_(\d{8})\.pt$")
+
+
+@dataclass
+class ModelRef:
+    """Where a model comes from; `name`/`version` are set for a registered MLflow model."""
+    spec: str
+    kind: str                    # mlflow | checkpoint | open_clip | hf | name
+    path: Optional[str] = None   # local checkpoint file or model folder
+    weights: Optional[str] = None
+    name: Optional[str] = None
+    version: Optional[str] = None
+    run_id: Optional[str] = None
+    model_id: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return f"{self.name} v{self.version}"
+        return os.path.basename(str(self.path or self.spec).rstrip("/")) or self.spec
+
+    def describe(self) -> dict:
+        out = {"spec": self.spec, "kind": self.kind, "path": self.path, "weights": self.weights,
+               "registered_model": self.name, "version": self.version, "run_id": self.run_id,
+               "model_id": self.model_id}
+        out.update(self.extra)
+        return {k: v for k, v in out.items() if v is not None}
+
+
+class Encoder:
+    """encode_images(list of PIL) / encode_texts(list of str) -> L2-normalised float32 CPU tensors.
+
+    Images go through `prepare_image` (decode threads may call it) and `encode_pixels`.
+    """
+
+    device: str = "cpu"
+
+    def prepare_image(self, image) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_images(self, images: list) -> torch.Tensor:
+        return self.encode_pixels(torch.stack([self.prepare_image(im) for im in images]))
+
+
+class OpenClipEncoder(Encoder):
+    def __init__(self, model, preprocess, tokenizer, device: str = "cpu"):
+        self.model, self.preprocess, self.tokenizer = model.to(device).eval(), preprocess, tokenizer
+        self.device = device
+
+    def prepare_image(self, image) -> torch.Tensor:
+        return self.preprocess(image)
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return normalize(self.model.encode_image(pixels.to(self.device))).cpu()
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        return normalize(self.model.encode_text(self.tokenizer(list(texts)).to(self.device))).cpu()
+
+
+def _features(out) -> torch.Tensor:
+    """transformers 5 returns a ModelOutput whose pooler_output is the projected feature; older, a tensor."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+class HFClipEncoder(Encoder):
+    """A Hugging Face CLIPModel with the tokenizer and image processor saved beside it."""
+
+    def __init__(self, model, processor, tokenizer, device: str = "cpu"):
+        self.model, self.processor, self.tokenizer = model.to(device).eval(), processor, tokenizer
+        self.device = device
+        self.max_length = model.config.text_config.max_position_embeddings
+
+    def prepare_image(self, image) -> torch.Tensor:
+        return self.processor(images=[image], return_tensors="pt")["pixel_values"][0]
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return normalize(_features(self.model.get_image_features(pixel_values=pixels.to(self.device)))).cpu()
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        # Padding after the end token cannot change the pooled end-token state (causal attention).
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        feats = self.model.get_text_features(input_ids=enc["input_ids"].to(self.device),
+                                             attention_mask=enc["attention_mask"].to(self.device))
+        return normalize(_features(feats)).cpu()
+
+
+def pick_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def latest_checkpoint(folder: str) -> Optional[str]:
+    found = [p for p in glob.glob(os.path.join(folder, "step_*.pt")) if CHECKPOINT_RE.search(p)]
+    return max(found, key=lambda p: int(CHECKPOINT_RE.search(p).group(1))) if found else None
+
+
+def resolve_model(spec: str, weights: Optional[str] = None) -> ModelRef:
+    """Decide what kind of source `spec` is (see the module docstring); nothing is loaded yet."""
+    if spec.startswith("models:/"):
+        from veclip.evaluate import registry
+        return registry.resolve(spec)
+    if os.path.exists(spec):
+        path = os.path.abspath(spec)
+        if os.path.isfile(path):
+            return ModelRef(spec, "checkpoint", path)
+        kind = folder_kind(path)
+        if kind:
+            return ModelRef(spec, kind, path)
+        latest = latest_checkpoint(path)
+        if latest:
+            return ModelRef(spec, "checkpoint", latest)
+        raise ValueError(f"eval.model={spec}: the folder holds no open_clip model (open_clip_config.json), "
+                         "no Hugging Face model (config.json) and no step_*.pt checkpoint")
+    if weights is None:
+        raise ValueError(f"eval.model={spec}: not a path, not a models:/ URI; as an open_clip model name it "
+                         "needs eval.weights (a weights file: pretrained weights cannot be downloaded here)")
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"eval.weights={weights}: file not found")
+    from veclip import clip
+    clip.model_config(spec)  # a clear error for an unknown name
+    return ModelRef(spec, "name", None, weights)
+
+
+def folder_kind(path: str) -> Optional[str]:
+    if os.path.isfile(os.path.join(path, "open_clip_config.json")):
+        return "open_clip"
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return "hf"
+    return None
+
+
+def _strip_prefixes(state: dict) -> dict:
+    """Keys saved from a DDP-wrapped (`module.`) or compiled (`_orig_mod.`) model."""
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_checkpoint(path: str, device: str) -> OpenClipEncoder:
+    from veclip import clip
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling problem gets the file named
+        raise ValueError(f"checkpoint {path} could not be read as a tensors-only torch file: {e}") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_name" not in ckpt:
+        keys = sorted(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"checkpoint {path} lacks 'model' or 'model_name' (found {keys}); expected "
+                         "torch.save({'model': state_dict, 'model_name': ..., 'step': ...})")
+    model, _, preprocess, tokenizer = clip.create(ckpt["model_name"])
+    missing, unexpected = model.load_state_dict(_strip_prefixes(ckpt["model"]), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {path} does not fit model '{ckpt['model_name']}': "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    log.info("loaded checkpoint %s (%s, step %s)", path, ckpt["model_name"], ckpt.get("step"))
+    return OpenClipEncoder(model, preprocess, tokenizer, device)
+
+
+def load_hf(path: str, device: str) -> HFClipEncoder:
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    model = CLIPModel.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if os.path.isfile(os.path.join(path, "preprocessor_config.json")):
+        processor = CLIPImageProcessor.from_pretrained(path)
+    else:
+        side = model.config.vision_config.image_size
+        processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+        log.warning("%s has no preprocessor_config.json: using CLIP's default preprocessing at %d px", path, side)
+    eos = model.config.text_config.eos_token_id
+    if tokenizer.eos_token_id is not None and eos != tokenizer.eos_token_id:
+        log.warning("%s: text_config.eos_token_id=%s but the tokenizer's end token is %s: text features pool "
+                    "at the wrong position", path, eos, tokenizer.eos_token_id)
+    return HFClipEncoder(model, processor, tokenizer, device)
+
+
+def load_encoder(ref: ModelRef, device: str = "auto") -> Encoder:
+    """Build the encoder for a resolved source, on `device` (`auto`: the first GPU, else CPU)."""
+    from veclip import clip
+
+    device = pick_device(device)
+    if ref.kind == "checkpoint":
+        return load_checkpoint(ref.path, device)
+    if ref.kind == "open_clip":
+        model, preprocess, tokenizer = clip.load(ref.path)
+        return OpenClipEncoder(model, preprocess, tokenizer, device)
+    if ref.kind == "hf":
+        return load_hf(ref.path, device)
+    if ref.kind == "name":
+        model, _, preprocess, tokenizer = clip.create(ref.spec, pretrained=ref.weights)
+        return OpenClipEncoder(model, preprocess, tokenizer, device)
+    raise ValueError(f"cannot load a model of kind '{ref.kind}' ({ref.spec})")

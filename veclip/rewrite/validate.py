@@ -1,0 +1,226 @@
+"""Is an LLM output a usable VeCap? If not, the documented fallback. Pure functions, no Spark.
+
+    v = validate(output, alt_text, caption, spec)          # Verdict(text, reason)
+    vecap = v.text if v.ok else fallback_text(caption, alt_text)
+
+`tidy` first takes the first line, drops wrapping quotes and a leading label (`VeCap:`, `Caption:`)
+and keeps the first sentence. Then, in order, the first failing check names the reason:
+
+| reason | the output ... |
+| --- | --- |
+| empty | is empty after tidying |
+| truncated | stopped at max_new_tokens with no complete sentence |
+| artefact | contains chat-template or role markup (`<|im_end|>`, `[INST]`, `assistant:`, `<alttext>`, special tokens) |
+| preamble | opens with chat filler ("Sure, here is...", "Certainly", "Here's") |
+| refusal | refuses or apologises ("I'm sorry", "I cannot", "As an AI") |
+| echo | repeats the instruction (6 words in a row from the system text) or the prompt's field names |
+| copied_example | is one of the few-shot answers |
+| followed_instruction | contains words that only the AltText's instruction-like sentences ask for |
+| too_short | has fewer than 3 words |
+| unrelated | shares no content word with the AltText or the caption |
+| too_long | needs more than max_clip_tokens CLIP tokens |
+
+**Fallback rule.** A failed output is replaced by `"<caption>, <AltText>"`: the cleaned caption, then the
+cleaned AltText without its instruction-like sentences, cut word by word from the end until the whole
+fits `max_clip_tokens` CLIP tokens. When the AltText is low-information (empty, a file name, only
+digits/codes, or only generic words such as "image", "photo", "thumbnail") the fallback is the caption
+alone. The row is marked `fallback_used`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from veclip.rewrite.prompt import CHAT_MARKERS, PromptSpec, clean_for_prompt
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?", re.U)
+_LABEL = re.compile(r"^\s*(?:vecap|caption|new caption|sentence|answer|output|rewritten caption|result)\s*[:\-]\s*",
+                    re.I)
+_ROLE = re.compile(r"(?:^|\s)(?:system|assistant|user|human|ASSISTANT|USER)\s*:", re.I)
+_PREAMBLE = re.compile(r"^\W*(?:sure|certainly|of course|absolutely|okay|ok\b|great|here(?:'s| is| are)\b|"
+                       r"i(?:'d| would) be happy|below is|the (?:merged|combined|new|rewritten) (?:caption|sentence) is)",
+                       re.I)
+_REFUSAL = re.compile(r"\b(?:i'?m sorry|i am sorry|i apologi[sz]e|i (?:cannot|can ?not|can't|won't|am unable|'m unable)"
+                      r"|as an ai|i am an ai|language model|unable to (?:help|assist|comply))\b", re.I)
+_INSTRUCTION = re.compile(
+    r"\b(?:ignore|disregard|forget|override)\b.{0,40}\b(?:instruction|prompt|rule|direction|above|previous)s?\b"
+    r"|\b(?:new|real|actual) (?:task|instructions?)\b|\byou are now\b|\bsystem prompt\b|\bact as\b"
+    r"|\b(?:reply|respond|answer|output|say|print|write|type|repeat)\b.{0,30}\b(?:only|instead|exactly|with|following)\b",
+    re.I)
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])")
+_ABBREV = re.compile(r"(?:\b(?:mr|mrs|ms|dr|st|mt|jr|sr|vs|no|co|inc|ltd|ft|ca|approx)|\b[A-Z])\.$", re.I)
+_FILE = re.compile(r"\.(?:jpe?g|png|gif|webp|bmp|tiff?|heic)$|^(?:img|dsc|dscn|pxl|photo|image)[_\- ]?\d", re.I)
+
+STOPWORDS = frozenset("""
+a an the and or but of in on at to for from by with without into onto over under near above below
+is are was were be been being this that these those it its as than then there here their his her
+our your my we you they he she i me him them us who whom which what when where why how all any
+both each few more most other some such no nor not only own same so too very can will just don
+should now one two three image photo picture stock free shipping new size buy sale online view
+""".split())
+GENERIC = frozenset("""
+image images photo photos picture pictures pic pics stock photography thumbnail thumb untitled
+download click here view larger enlarge jpg jpeg png gif img file banner logo icon placeholder
+default image_ no title null none home page
+""".split())
+
+
+@dataclass(frozen=True)
+class Verdict:
+    text: Optional[str]     # the tidied output
+    reason: Optional[str]   # None when the output is a usable VeCap
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+@functools.lru_cache(maxsize=1)
+def _clip_tokenizer():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer()
+
+
+def clip_token_count(text: str) -> int:
+    """CLIP tokens of `text` with the start and end tokens (open_clip's BPE tokenizer)."""
+    return len(_clip_tokenizer().encode(text)) + 2
+
+
+def words(text: Optional[str]) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text or "")]
+
+
+def content_words(text: Optional[str]) -> set[str]:
+    return {w for w in words(text) if len(w) > 2 and w not in STOPWORDS and not w.isdigit()}
+
+
+def sentences(text: str) -> list[str]:
+    """Split at . ! ? followed by a capital or digit, not after an abbreviation such as "St." or "J."."""
+    out, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        head = text[start:m.start()].rstrip()
+        if not _ABBREV.search(head):
+            out.append(head)
+            start = m.end()
+    out.append(text[start:].strip())
+    return [s for s in out if s]
+
+
+def tidy(output: Optional[str]) -> str:
+    """First line, without wrapping quotes or a leading label, first sentence only."""
+    text = next((line.strip() for line in (output or "").splitlines() if line.strip()), "")
+    text = _LABEL.sub("", text).strip()
+    if len(text) >= 2 and text[0] in "\"'`“‘" and text[-1] in "\"'`”’":
+        text = text[1:-1].strip()
+    parts = sentences(text)
+    return re.sub(r"\s+", " ", parts[0] if parts else text).strip()
+
+
+def instruction_sentences(alt_text: Optional[str]) -> list[str]:
+    """The sentences of an AltText that read like instructions to a model ("ignore previous ...")."""
+    return [s for s in re.split(r"(?<=[.!?;:])\s+|\s+[-|]\s+", alt_text or "") if _INSTRUCTION.search(s)]
+
+
+def without_instructions(alt_text: Optional[str]) -> str:
+    bad = instruction_sentences(alt_text)
+    parts = [s for s in re.split(r"(?<=[.!?;:])\s+|\s+[-|]\s+", alt_text or "") if s not in bad]
+    return " ".join(parts).strip()
+
+
+def injected_words(alt_text: Optional[str], caption: Optional[str]) -> set[str]:
+    """Words that only the AltText's instruction-like sentences contain: an output using one followed them."""
+    bad = instruction_sentences(alt_text)
+    if not bad:
+        return set()
+    allowed = content_words(without_instructions(alt_text)) | content_words(caption)
+    return {w for s in bad for w in content_words(s)} - allowed
+
+
+def is_low_information(alt_text: Optional[str]) -> bool:
+    """Empty, a file name, only digits/codes, or only generic words ("image", "photo", "thumbnail")."""
+    text = (alt_text or "").strip()
+    if not text or _FILE.search(text):
+        return True
+    ws = [w for w in words(text) if any(c.isalpha() for c in w)]
+    return not ws or all(w in GENERIC or len(w) < 2 for w in ws)
+
+
+def _overlaps(a: set[str], b: set[str]) -> bool:
+    # Loose match so that "bridges" meets "bridge" and "hunting" meets "hunt".
+    return bool(a & b) or any(x[:5] == y[:5] for x in a for y in b if len(x) >= 5 and len(y) >= 5)
+
+
+def _echoes(text: str, spec: Optional[PromptSpec]) -> bool:
+    low = text.lower()
+    if re.search(r"\balt ?text\b|<\s*/?\s*(?:alttext|caption)", low):
+        return True
+    if spec is None:
+        return False
+    sys_words = words(spec.system)
+    grams = {" ".join(sys_words[i:i + 6]) for i in range(max(len(sys_words) - 5, 0))}
+    out = words(text)
+    return any(" ".join(out[i:i + 6]) in grams for i in range(max(len(out) - 5, 0)))
+
+
+def _copied_example(text: str, alt_text: Optional[str], spec: Optional[PromptSpec]) -> bool:
+    if spec is None:
+        return False
+    mine = " ".join(words(text))
+    return any(" ".join(words(ex.vecap)) == mine and ex.alt_text != alt_text for ex in spec.examples)
+
+
+def _markup(text: str, special_tokens: Sequence[str]) -> bool:
+    return bool(CHAT_MARKERS.search(text) or _ROLE.search(text)
+                or any(t and t in text for t in special_tokens))
+
+
+def validate(output: Optional[str], alt_text: Optional[str], caption: Optional[str],
+             spec: Optional[PromptSpec] = None, max_clip_tokens: int = 77, special_tokens: Sequence[str] = (),
+             truncated: bool = False, count_tokens: Callable[[str], int] = clip_token_count) -> Verdict:
+    """Check one LLM output; `alt_text`/`caption` are the cleaned texts the prompt quoted."""
+    raw = (output or "").strip()
+    text = tidy(raw)
+    checks = (
+        ("empty", lambda: not text),
+        ("truncated", lambda: truncated and "\n" not in raw and not re.search(r"[.!?]\W*$", text)),
+        ("artefact", lambda: _markup(raw.split("\n", 1)[0], special_tokens) or _markup(text, special_tokens)),
+        ("preamble", lambda: bool(_PREAMBLE.search(text))),
+        ("refusal", lambda: bool(_REFUSAL.search(text))),
+        ("echo", lambda: _echoes(text, spec)),
+        ("copied_example", lambda: _copied_example(text, alt_text, spec)),
+        ("followed_instruction", lambda: bool(content_words(text) & injected_words(alt_text, caption))),
+        ("too_short", lambda: len(words(text)) < 3),
+        ("unrelated", lambda: not _overlaps(content_words(text), content_words(alt_text) | content_words(caption))),
+        ("too_long", lambda: count_tokens(text) > max_clip_tokens),
+    )
+    for reason, failed in checks:
+        if failed():
+            return Verdict(text or None, reason)
+    return Verdict(text, None)
+
+
+def _fit(text: str, max_clip_tokens: int, count_tokens: Callable[[str], int], keep_words: int = 0) -> str:
+    """Drop words from the end until `text` fits (never fewer than `keep_words` words)."""
+    parts = text.split()
+    while len(parts) > max(keep_words, 1) and count_tokens(" ".join(parts)) > max_clip_tokens:
+        parts.pop()
+    return " ".join(parts).rstrip(" ,;:-|")
+
+
+def fallback_text(caption: Optional[str], alt_text: Optional[str], max_clip_tokens: int = 77,
+                  caption_max_chars: int = 300, alt_text_max_chars: int = 300,
+                  count_tokens: Callable[[str], int] = clip_token_count) -> str:
+    """The documented fallback: "<caption>, <AltText>" fitted to the CLIP context, or the caption alone."""
+    cap = (clean_for_prompt(caption, caption_max_chars) or "").rstrip(" .,;:")
+    alt = without_instructions(clean_for_prompt(alt_text, alt_text_max_chars))
+    cap = _fit(cap, max_clip_tokens, count_tokens)
+    if not alt or is_low_information(alt):
+        return cap
+    if not cap:
+        return _fit(alt, max_clip_tokens, count_tokens)
+    joined = _fit(f"{cap}, {alt}", max_clip_tokens, count_tokens, keep_words=len(cap.split()))
+    return joined if len(joined) > len(cap) else cap

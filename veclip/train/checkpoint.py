@@ -1,0 +1,80 @@
+"""Training checkpoints: one file per step, written atomically, latest K kept.
+
+    ckpt = Checkpoints("/root/checkpoints/clip-20250101", keep=3)
+    ckpt.save(step, {"model": ..., "optimizer": ..., "step": step, ...})   # -> step_00001000.pt
+    state = ckpt.load()            # latest, or None when the run has none
+    state = ckpt.load(step=500)
+
+The contract shared with evaluation: a checkpoint is ONE file `<dir>/step_<8-digit step>.pt` holding
+torch.save({"model": state_dict, "model_name": str, "optimizer": ..., "step": int, "epoch": int,
+"config": dict, ...}); the model rebuilds with `veclip.clip.create(model_name)`. A file is written
+under a temporary name and renamed, so a run killed at any moment leaves only complete checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^step_(\d{8})\.pt$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}.pt"
+
+
+class Checkpoints:
+    def __init__(self, folder: str | os.PathLike, keep: int = 3):
+        if keep < 1:
+            raise ValueError(f"train.keep_checkpoints must be >= 1, got {keep}")
+        self.folder = Path(folder)
+        self.keep = keep
+
+    def steps(self) -> list[int]:
+        """Steps that have a complete checkpoint, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.folder.iterdir() if (m := _NAME.match(p.name)))
+
+    def path(self, step: int) -> Path:
+        return self.folder / checkpoint_name(step)
+
+    def latest(self) -> Optional[Path]:
+        steps = self.steps()
+        return self.path(steps[-1]) if steps else None
+
+    def save(self, step: int, state: dict) -> Path:
+        """Write `state` as the checkpoint of `step` (atomically), then drop all but the latest `keep`."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.path(step)
+        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, final)  # atomic on POSIX: a reader sees the old state or the whole new file
+        for old in self.steps()[:-self.keep]:
+            self.path(old).unlink(missing_ok=True)
+        log.info("checkpoint %s", final)
+        return final
+
+    def load(self, step: Optional[int] = None, map_location: str | torch.device = "cpu") -> Optional[dict]:
+        """The checkpoint of `step` (default: the latest), or None when there is none."""
+        path = self.latest() if step is None else self.path(step)
+        if path is None:
+            return None
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.folder} (have {self.steps()})")
+        return load_file(path, map_location)
+
+
+def load_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read one checkpoint file (ours: plain tensors and Python values, so weights_only loading works)."""
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{path} is not a training checkpoint (expected a dict with a 'model' state_dict)")
+    return state

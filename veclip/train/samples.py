@@ -1,0 +1,147 @@
+"""What the reader's workers do to each gold row: decode the JPEG, crop, choose the text, tokenise.
+
+    tf = SampleTransform(SampleSettings(model="veclip-tiny", image_size=64, p_vecap=0.5, seed=0),
+                         start_epoch=0, chunks_per_epoch=4)
+    out = tf(gold_rows_pdf)       # columns key, image (uint8 3xSxS), tokens (int32 L), source, ok
+
+It runs inside petastorm's worker (a `TransformSpec`), so the training process only stacks arrays.
+Everything random is a function of (seed, epoch, key): the crop of a sample and its text are the same
+in a resumed run as in the run it continues. A row whose image does not decode, or that has no text,
+is kept with `ok = False` (never dropped here), so the reader can check the row count of every row
+group against the table and the trainer can count what it skipped.
+
+The worker reads whole row groups in a fixed order, one reader per worker, so the n-th call of a
+transform is the n-th row group of its files: the epoch is `start_epoch + calls // chunks_per_epoch`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from veclip.train import mixing
+
+log = logging.getLogger(__name__)
+
+SOURCES = {mixing.NONE: 0, mixing.ALT_TEXT: 1, mixing.VECAP: 2}
+COLUMNS_IN = ["key", "image", "alt_text", "vecap"]
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    model: str
+    image_size: int
+    p_vecap: float
+    seed: int
+    crop_scale_min: float = 0.9
+
+
+def crop_box(width: int, height: int, rng: random.Random, scale_min: float) -> tuple[int, int, int, int]:
+    """A random crop (left, top, right, bottom) of area fraction in [scale_min, 1] and aspect ratio in
+    [3/4, 4/3] (log-uniform), like torchvision's RandomResizedCrop, but drawn from `rng`."""
+    area = width * height
+    for _ in range(10):
+        target = area * rng.uniform(scale_min, 1.0)
+        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        w = round(math.sqrt(target * ratio))
+        h = round(math.sqrt(target / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            left = rng.randint(0, width - w)
+            top = rng.randint(0, height - h)
+            return left, top, left + w, top + h
+    side = min(width, height)  # fallback: the central square
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def decode_crop(data: bytes, size: int, rng: random.Random, scale_min: float) -> np.ndarray:
+    """JPEG (or any PIL format) bytes -> uint8 array (3, size, size) of a random crop, resized bicubic."""
+    with Image.open(io.BytesIO(data)) as img:
+        # JPEG: let libjpeg decode at 1/2, 1/4 or 1/8 scale when that still leaves >= 2x the target size.
+        img.draft("RGB", (2 * size, 2 * size))
+        rgb = img.convert("RGB")
+    box = crop_box(rgb.width, rgb.height, rng, scale_min) if scale_min < 1 else (0, 0, rgb.width, rgb.height)
+    out = rgb.resize((size, size), Image.Resampling.BICUBIC, box=box)
+    return np.ascontiguousarray(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1))
+
+
+class SampleTransform:
+    """The petastorm TransformSpec function: a pandas frame of gold rows -> a frame of training arrays."""
+
+    def __init__(self, settings: SampleSettings, start_epoch: int, chunks_per_epoch: int):
+        if chunks_per_epoch < 1:
+            raise ValueError("a reader needs at least one row group per epoch")
+        self.settings = settings
+        self.start_epoch = start_epoch
+        self.chunks_per_epoch = chunks_per_epoch
+        self.calls = 0
+        self._tokenizer = None
+
+    def __getstate__(self):  # the tokenizer is rebuilt in the worker process, not pickled
+        return {**self.__dict__, "_tokenizer": None}
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from veclip.clip import register_configs
+            import open_clip
+
+            register_configs()
+            self._tokenizer = open_clip.get_tokenizer(self.settings.model)
+        return self._tokenizer
+
+    def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
+        epoch = self.start_epoch + self.calls // self.chunks_per_epoch
+        self.calls += 1
+        s = self.settings
+        keys = rows["key"].astype(str).tolist()
+        images, sources, texts, ok = [], [], [], []
+        for key, data, alt, vecap in zip(keys, rows["image"], rows["alt_text"], rows["vecap"]):
+            text, source = mixing.choose_text(alt, vecap, s.p_vecap, s.seed, epoch, key)
+            image = self._image(key, data, epoch)
+            ok.append(image is not None and source != mixing.NONE)
+            images.append(image if image is not None else np.zeros((3, s.image_size, s.image_size), np.uint8))
+            sources.append(SOURCES[source])
+            texts.append(text)
+        tokens = self.tokenizer(texts).numpy().astype(np.int32) if texts else np.zeros((0, 1), np.int32)
+        return pd.DataFrame({
+            "key": keys,
+            "image": images,
+            "tokens": [np.ascontiguousarray(t) for t in tokens],
+            "source": np.asarray(sources, dtype=np.int8),
+            "ok": np.asarray(ok, dtype=np.bool_),
+        })
+
+    def _image(self, key: str, data: Optional[bytes], epoch: int) -> Optional[np.ndarray]:
+        s = self.settings
+        if data is None or len(data) == 0:
+            log.warning("gold row %s: empty image", key)
+            return None
+        rng = random.Random(mixing.seed_of("crop", s.seed, epoch, key))
+        try:
+            return decode_crop(bytes(data), s.image_size, rng, s.crop_scale_min)
+        except Exception as e:  # a broken image is counted and skipped by the trainer, never fatal
+            log.warning("gold row %s: image does not decode: %s", key, e)
+            return None
+
+
+def transform_spec(settings: SampleSettings, context_length: int, start_epoch: int, chunks_per_epoch: int):
+    """The petastorm TransformSpec: gold columns in, training arrays out (text columns removed)."""
+    from petastorm.transform import TransformSpec
+
+    size = settings.image_size
+    return TransformSpec(
+        SampleTransform(settings, start_epoch, chunks_per_epoch),
+        edit_fields=[("image", np.uint8, (3, size, size), False),
+                     ("tokens", np.int32, (context_length,), False),
+                     ("source", np.int8, (), False),
+                     ("ok", np.bool_, (), False)],
+        selected_fields=["key", "image", "tokens", "source", "ok"])
