@@ -92,7 +92,8 @@ def bad_images(jpeg: bytes) -> dict[str, bytes]:
         "too_many_pixels_10k": png_header_only(10_000, 10_000),     # above max_pixels, under Pillow's guard
         "too_many_pixels_60k": png_header_only(60_000, 60_000),     # above Pillow's own guard too
         "corrupt_png": corrupt_png,
-        "corrupt_jpeg_header": jpeg[:3] + b"\x00" * 40,
+        "truncated_png_header": png[:30],
+        "corrupt_jpeg_header": jpeg[:3] + b"\x00" * 40 + jpeg[-2:],
     }
 
 

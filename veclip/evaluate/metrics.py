@@ -26,6 +26,11 @@ def _chunk_rows(n_candidates: int, chunk_elements: int) -> int:
     return max(1, chunk_elements // max(1, n_candidates))
 
 
+def _count_ge(sims: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """Per row, how many entries are >= the row's threshold (an int32 sum is ~2x faster than the default)."""
+    return torch.sum(sims >= threshold, dim=1, dtype=torch.int32).long()
+
+
 def check_embeddings(name: str, emb: torch.Tensor) -> None:
     """A 2-D float tensor of finite values (NaN would compare false everywhere and look perfect)."""
     if emb.ndim != 2:
@@ -58,16 +63,30 @@ def retrieval_ranks(images: torch.Tensor, texts: torch.Tensor, text_image: torch
                                                                            chunk_elements)
 
 
+def _positions(text_image: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, P) indices of each image's captions, padded with 0, and the (n, P) mask of real entries."""
+    order = torch.argsort(text_image, stable=True)
+    per_image = torch.bincount(text_image, minlength=n)
+    starts = torch.cumsum(per_image, 0) - per_image
+    slot = torch.arange(len(text_image)) - starts[text_image[order]]
+    index = torch.zeros(n, int(per_image.max()) if n else 0, dtype=torch.long)
+    index[text_image[order], slot] = order
+    valid = torch.arange(index.shape[1])[None, :] < per_image[:, None]
+    return index, valid
+
+
 def _i2t_ranks(images, texts, text_image, chunk_elements) -> torch.Tensor:
     n, m = images.shape[0], texts.shape[0]
+    index, valid = _positions(text_image, n)
     step = _chunk_rows(m, chunk_elements)
     out = torch.empty(n, dtype=torch.long)
     for a in range(0, n, step):
         b = min(n, a + step)
         sims = images[a:b] @ texts.T                                        # (c, m)
-        positive = text_image[None, :] == torch.arange(a, b)[:, None]       # (c, m)
-        best = sims.masked_fill(~positive, float("-inf")).amax(dim=1, keepdim=True)
-        out[a:b] = ((sims >= best) & ~positive).sum(dim=1)
+        pos = sims.gather(1, index[a:b]).masked_fill(~valid[a:b], float("-inf"))
+        best = pos.amax(dim=1, keepdim=True)                                # the best caption of each image
+        # Everything scoring >= the best caption, minus the image's own captions among them.
+        out[a:b] = _count_ge(sims, best) - ((pos >= best) & valid[a:b]).sum(dim=1)
     return out
 
 
@@ -80,7 +99,7 @@ def _t2i_ranks(images, texts, text_image, chunk_elements) -> torch.Tensor:
         sims = texts[a:b] @ images.T                                        # (c, n)
         own = sims.gather(1, text_image[a:b, None])
         # The own image scores >= itself exactly (same matrix element), hence the -1.
-        out[a:b] = (sims >= own).sum(dim=1) - 1
+        out[a:b] = _count_ge(sims, own) - 1
     return out
 
 
@@ -101,7 +120,7 @@ def class_ranks(images: torch.Tensor, classes: torch.Tensor, labels: torch.Tenso
         b = min(n, a + step)
         logits = images[a:b] @ classes.T
         true = logits.gather(1, labels[a:b, None])
-        out[a:b] = (logits >= true).sum(dim=1) - 1
+        out[a:b] = _count_ge(logits, true) - 1
     return out
 
 

@@ -102,19 +102,23 @@ def _resolve(host: str, port: int, allow_private: bool) -> str:
 
 def _read_body(resp, s: FetchSettings, t0: float) -> bytes:
     length = resp.getheader("Content-Length")
-    if length and length.isdigit() and int(length) > s.max_bytes:
-        raise _Failure("too_large", f"Content-Length {int(length):,} > max_bytes {s.max_bytes:,}")
+    length = int(length) if length and length.isdigit() else None
+    if length is not None and length > s.max_bytes:
+        raise _Failure("too_large", f"Content-Length {length:,} > max_bytes {s.max_bytes:,}")
     chunks, size = [], 0
     while True:
         if time.monotonic() - t0 > s.deadline_s:
             raise _Failure("timeout", f"body not complete after deadline_s={s.deadline_s}", retry=True)
-        chunk = resp.read(_CHUNK)
+        chunk = resp.read1(_CHUNK)  # returns what has arrived, so the deadline is checked as bytes trickle in
         if not chunk:
-            return b"".join(chunks)
+            break
         size += len(chunk)
         if size > s.max_bytes:
             raise _Failure("too_large", f"body passed max_bytes {s.max_bytes:,} (no or false Content-Length)")
         chunks.append(chunk)
+    if length is not None and size < length:
+        raise _Failure("truncated", f"body cut short: {size:,} of {length:,} bytes", retry=True)
+    return b"".join(chunks)
 
 
 def _get(url: str, s: FetchSettings, t0: float):

@@ -89,20 +89,29 @@ def _open(data: bytes, limits: ImageLimits):
             warnings.simplefilter("ignore")  # DecompressionBombWarning: the pixel limit below decides
             return Image.open(io.BytesIO(data), formats=_allowed_formats(limits)), None
     except Image.DecompressionBombError as e:
-        return None, ImageCheck(TOO_MANY_PIXELS, f"refused from the header: {e}")
+        return None, ImageCheck(TOO_MANY_PIXELS, f"refused from the header, not decoded: {e}")
     except (UnidentifiedImageError, SyntaxError, OSError, ValueError, struct.error, EOFError) as e:
         known = sniff(data)
         if known and known in _allowed_formats(limits):
+            if ends_early(known, data):
+                return None, ImageCheck(TRUNCATED, f"{known} data ends inside the header ({len(data)} bytes)")
             return None, ImageCheck(CORRUPT, f"{known} signature but unreadable header: {type(e).__name__}")
         if known:
             return None, ImageCheck(NOT_AN_IMAGE, f"{known} is not an accepted format {list(limits.formats)}")
         return None, ImageCheck(NOT_AN_IMAGE, f"not a {'/'.join(limits.formats)} image (starts {data[:8]!r})")
 
 
-def _webp_cut(data: bytes) -> bool:
-    """A WebP file states its own length in the RIFF header; libwebp does not say 'truncated'."""
-    declared = struct.unpack("<I", data[4:8])[0] + 8
-    return len(data) < declared
+def ends_early(fmt: str, data: bytes) -> bool:
+    """True when the bytes stop before the format's end marker (or the length its header states)."""
+    if fmt == "WEBP":  # RIFF states the file length; libwebp's errors do not say "truncated"
+        return len(data) >= 8 and len(data) < struct.unpack("<I", data[4:8])[0] + 8
+    if fmt == "PNG":
+        return b"IEND" not in data[-16:]
+    if fmt == "JPEG":
+        return data.rfind(b"\xff\xd9") < 0
+    if fmt == "GIF":
+        return not data.rstrip(b"\0").endswith(b";")
+    return False
 
 
 def _decode(img, data: bytes) -> Optional[ImageCheck]:
@@ -117,7 +126,7 @@ def _decode(img, data: bytes) -> Optional[ImageCheck]:
         return None
     except (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError) as e:
         msg = str(e)
-        if "truncated" in msg.lower() or isinstance(e, EOFError) or (img.format == "WEBP" and _webp_cut(data)):
+        if "truncated" in msg.lower() or isinstance(e, EOFError) or ends_early(img.format, data):
             return ImageCheck(TRUNCATED, f"{img.format} data ends early: {msg}")
         return ImageCheck(CORRUPT, f"{img.format} does not decode: {type(e).__name__}: {msg}")
 

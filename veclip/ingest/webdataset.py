@@ -99,11 +99,16 @@ def read_webdataset(path: str, max_bytes: int) -> Iterator[Sample]:
         except _READ_ERRORS as e:
             yield _rest(0, CORRUPT_SHARD, f"not a readable tar archive: {type(e).__name__}: {e}")
             return
-        key, members = None, {}
+        key, members, at = None, {}, 0
         try:
-            for m in tf:
+            while True:
+                at = tf.offset                 # where the next header is read: the damage point if it fails
+                m = tf.next()
+                if m is None:
+                    break
                 if not m.isfile():
                     continue
+                at = m.offset
                 k, ext = split_member(m.name)
                 if k != key:
                     if key is not None:
@@ -114,7 +119,7 @@ def read_webdataset(path: str, max_bytes: int) -> Iterator[Sample]:
         except _READ_ERRORS as e:
             if key is not None:
                 yield make_sample(key, members, TRUNCATED, f"shard damaged while reading this sample: {e}")
-            yield _rest(tf.offset, TRUNCATED_SHARD, f"{type(e).__name__}: {e}")
+            yield _rest(at, TRUNCATED_SHARD, f"{type(e).__name__}: {e}")
             return
         if key is not None:
             yield make_sample(key, members)

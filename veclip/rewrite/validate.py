@@ -17,7 +17,10 @@ and keeps the first sentence. Then, in order, the first failing check names the 
 | copied_example | is one of the few-shot answers |
 | followed_instruction | contains words that only the AltText's instruction-like sentences ask for |
 | too_short | has fewer than 3 words |
+| repetitive | repeats a run of 3 words three times (a generation loop) |
 | unrelated | shares no content word with the AltText or the caption |
+| lost_alt_text | keeps no content word of an informative AltText (a fusion must keep its facts) |
+| lost_caption | keeps no content word of the caption (a fusion must keep what is visible) |
 | too_long | needs more than max_clip_tokens CLIP tokens |
 
 **Fallback rule.** A failed output is replaced by `"<caption>, <AltText>"`: the cleaned caption, then the
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -154,6 +158,16 @@ def _overlaps(a: set[str], b: set[str]) -> bool:
     return bool(a & b) or any(x[:5] == y[:5] for x in a for y in b if len(x) >= 5 and len(y) >= 5)
 
 
+def _loops(text: str) -> bool:
+    ws = words(text)
+    grams = Counter(" ".join(ws[i:i + 3]) for i in range(max(len(ws) - 2, 0)))
+    return bool(grams) and max(grams.values()) >= 3
+
+
+def _lost(text: str, source_words: set[str]) -> bool:
+    return bool(source_words) and not _overlaps(content_words(text), source_words)
+
+
 def _echoes(text: str, spec: Optional[PromptSpec]) -> bool:
     low = text.lower()
     if re.search(r"\balt ?text\b|<\s*/?\s*(?:alttext|caption)", low):
@@ -184,6 +198,7 @@ def validate(output: Optional[str], alt_text: Optional[str], caption: Optional[s
     """Check one LLM output; `alt_text`/`caption` are the cleaned texts the prompt quoted."""
     raw = (output or "").strip()
     text = tidy(raw)
+    alt_words = content_words(without_instructions(alt_text))
     checks = (
         ("empty", lambda: not text),
         ("truncated", lambda: truncated and "\n" not in raw and not re.search(r"[.!?]\W*$", text)),
@@ -194,7 +209,10 @@ def validate(output: Optional[str], alt_text: Optional[str], caption: Optional[s
         ("copied_example", lambda: _copied_example(text, alt_text, spec)),
         ("followed_instruction", lambda: bool(content_words(text) & injected_words(alt_text, caption))),
         ("too_short", lambda: len(words(text)) < 3),
+        ("repetitive", lambda: _loops(text)),
         ("unrelated", lambda: not _overlaps(content_words(text), content_words(alt_text) | content_words(caption))),
+        ("lost_alt_text", lambda: _lost(text, alt_words) and not is_low_information(alt_text)),
+        ("lost_caption", lambda: _lost(text, content_words(caption))),
         ("too_long", lambda: count_tokens(text) > max_clip_tokens),
     )
     for reason, failed in checks:

@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
@@ -37,6 +38,9 @@ from veclip.train.samples import COLUMNS_IN, SOURCES, SampleSettings, transform_
 log = logging.getLogger(__name__)
 
 POOLS = ("process", "dummy")
+# petastorm waits 20 s for a worker process to start; on a busy machine importing pyarrow and petastorm
+# in the new process alone takes longer, and the reader then fails at start.
+WORKER_START_TIMEOUT_S = 300
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -141,6 +145,15 @@ def ensure_importable() -> None:
         sys.path.insert(0, _PACKAGE_PARENT)
 
 
+def quiet_petastorm() -> None:
+    """Silence petastorm's per-row-group pyarrow deprecation warnings; give its workers time to start."""
+    import petastorm.workers_pool.process_pool as process_pool
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
+    process_pool._KEEP_TRYING_WHILE_ZMQ_AGAIN_IS_RAIZED_TIMEOUT_S = max(
+        WORKER_START_TIMEOUT_S, process_pool._KEEP_TRYING_WHILE_ZMQ_AGAIN_IS_RAIZED_TIMEOUT_S)
+
+
 @dataclass
 class Batch:
     images: torch.Tensor           # uint8 (B, 3, S, S); normalised on the device
@@ -191,6 +204,7 @@ class RankStream:
         if not files:
             raise GoldDataError(f"train rank {rank}: no gold files to read")
         ensure_importable()
+        quiet_petastorm()
         self.settings, self.rank, self.next_epoch = settings, rank, start_epoch
         n = min(settings.workers, len(files))
         groups = [files[i::n] for i in range(n)]

@@ -20,6 +20,7 @@ import io
 import logging
 import math
 import random
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -99,6 +100,8 @@ class SampleTransform:
         return self._tokenizer
 
     def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
+        if self.calls == 0:  # first call in this (worker) process
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
         epoch = self.start_epoch + self.calls // self.chunks_per_epoch
         self.calls += 1
         s = self.settings

@@ -1,0 +1,84 @@
+"""What the Databricks notebooks in notebooks/ share: config from widgets, running a stage, sample views.
+
+The notebooks stay thin drivers of this library:
+
+    cfg = notebook.widget_config(dbutils, "conf/databricks.yaml")
+    report = notebook.run_stage("ingest", cfg, spark)
+    displayHTML(notebook.samples_html(cfg, spark, n=24))
+
+Locally, tests/test_notebooks.py runs every notebook top to bottom with a small stand-in for
+`dbutils.widgets`, `display` and `displayHTML`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from veclip.config import Config, load_config
+from veclip.report import StageReport
+from veclip.tables import Tables
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def widget_config(dbutils: Any, default_profile: str) -> Config:
+    """Declare the `config` and `overrides` widgets and load the config they name.
+
+    `overrides` holds `dotted.key=value` items, one per line or separated by `;`. A relative profile
+    path is read from the repository root, wherever the notebook runs from.
+    """
+    dbutils.widgets.text("config", default_profile, "Config profile")
+    dbutils.widgets.text("overrides", "", "Overrides (key=value; ...)")
+    profile = dbutils.widgets.get("config")
+    if not os.path.isabs(profile):
+        profile = os.path.join(REPO, profile)
+    raw = dbutils.widgets.get("overrides").replace("\n", ";")
+    return load_config(profile, [item.strip() for item in raw.split(";") if item.strip()])
+
+
+def run_stage(name: str, cfg: Config, spark: SparkSession, **flags: Any) -> StageReport:
+    """Run one pipeline stage (the same function its job calls) and print its accounting."""
+    from veclip.pipeline import select
+
+    stage, = select([name])
+    report = stage.function()(cfg, spark, argparse.Namespace(**flags))
+    if not report.seconds:
+        report.finish()
+    print(report.format())
+    broken = report.broken()
+    if broken:
+        raise RuntimeError(f"stage {name}: accounting does not add up: {broken}")
+    return report
+
+
+def quarantine_reasons(cfg: Config, spark: SparkSession) -> DataFrame:
+    """Quarantined samples per stage and reason, most frequent first."""
+    return (Tables(cfg, spark).read("quarantine").groupBy("stage", "reason").count()
+            .orderBy(F.desc("count")))
+
+
+def generation_rates(cfg: Config, spark: SparkSession) -> DataFrame:
+    """Error rate of the captioner and error/fallback rates of the rewriter, as one small table."""
+    t = Tables(cfg, spark)
+    caps = (t.read("captions").where(F.col("captioner") == cfg.caption.captioner_id)
+            .agg(F.count("*").alias("rows"), F.avg(F.col("error").isNotNull().cast("double")).alias("error_rate"))
+            .withColumn("stage", F.lit("caption")).withColumn("fallback_rate", F.lit(None).cast("double")))
+    vec = (t.read("vecap").where(F.col("rewriter") == cfg.rewrite.rewriter_id)
+           .agg(F.count("*").alias("rows"), F.avg(F.col("error").isNotNull().cast("double")).alias("error_rate"),
+                F.avg(F.col("fallback_used").cast("double")).alias("fallback_rate"))
+           .withColumn("stage", F.lit("rewrite")))
+    cols = ["stage", "rows", "error_rate", "fallback_rate"]
+    return caps.select(*cols).unionByName(vec.select(*cols))
+
+
+def samples_html(cfg: Config, spark: SparkSession, n: int = 24) -> str:
+    """Thumbnails beside AltText, caption and VeCap, from the gold table (the pipeline's gallery)."""
+    from veclip.pipeline import write_pipeline_gallery
+
+    with open(write_pipeline_gallery(cfg, Tables(cfg, spark), n=n), encoding="utf-8") as f:
+        return f.read()
