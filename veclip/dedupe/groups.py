@@ -110,11 +110,12 @@ def connected_components(edges: DataFrame, max_iterations: int, what: str = "gro
     Raises RuntimeError naming the stage and the rounds when it has not converged.
     """
     e = edges.select(F.col("a").alias("src"), F.col("b").alias("dst")).where(F.col("src") != F.col("dst"))
-    e = e.union(e.select(F.col("dst").alias("src"), F.col("src").alias("dst"))).distinct().localCheckpoint()
+    e = e.union(e.select(F.col("dst").alias("src"), F.col("src").alias("dst"))).distinct()
+    e = e.localCheckpoint(eager=False)
     if e.isEmpty():
         return e.select(F.col("src").alias("node"), F.col("dst").alias("label"))
     labels = (e.groupBy("src").agg(F.min("dst").alias("m"))
-               .select(F.col("src").alias("node"), F.least("src", "m").alias("label")).localCheckpoint())
+               .select(F.col("src").alias("node"), F.least("src", "m").alias("label")).localCheckpoint(eager=False))
     for rnd in range(1, max_iterations + 1):
         nb = (e.join(labels.select(F.col("node").alias("dst"), F.col("label").alias("l")), on="dst")
                .groupBy("src").agg(F.min("l").alias("nl")))
@@ -123,7 +124,7 @@ def connected_components(edges: DataFrame, max_iterations: int, what: str = "gro
         jump = step.alias("x").join(step.alias("y"), F.col("x.label") == F.col("y.node"), "left")
         new = jump.select(F.col("x.node").alias("node"),
                           F.least(F.col("x.label"), F.coalesce(F.col("y.label"), F.col("x.label"))).alias("label")
-                          ).localCheckpoint()
+                          ).localCheckpoint(eager=False)
         changed = new.join(labels.withColumnRenamed("label", "old"), "node").where(F.col("label") != F.col("old"))
         n_changed = changed.count()
         labels = new

@@ -65,7 +65,7 @@ def new_features(spark: SparkSession, new_bronze: DataFrame, d: DedupeConfig) ->
             "source_key"]
     with arrow_batch(spark, d.batch_size):
         feats = text_features(image_features(new_bronze.select(*cols), d.device), d.boilerplate_texts)
-        return feats.withColumn("is_new", F.lit(True)).localCheckpoint()
+        return feats.withColumn("is_new", F.lit(True)).localCheckpoint(eager=False)
 
 
 def existing_rows(tables: Tables, spark: SparkSession) -> DataFrame:
@@ -79,13 +79,13 @@ def image_edges(new_ok: DataFrame, existing: DataFrame, d: DedupeConfig, report:
     """exact_bytes + exact_pixels + near_image edges of new rows, with b's existing group (b_group)."""
     cols = ["key", "is_new", "image_sha256", "pixel_sha256", "phash"]
     rows = new_ok.select(*cols).union(existing.where(F.col("hash_error").isNull()).select(*cols))
-    cand = G.image_candidates(new_ok, rows, d).localCheckpoint()
+    cand = G.image_candidates(new_ok, rows, d).localCheckpoint(eager=False)
     report.count("image_candidate_pairs", cand.count())
     edges = (G.exact_edges(new_ok, rows, "image_sha256", "exact_bytes")
              .union(G.exact_edges(new_ok, rows, "pixel_sha256", "exact_pixels"))
              .union(G.near_image_edges(new_ok, cand, d.phash_max_hamming)))
     groups = existing.select(F.col("key").alias("b"), F.col("dup_group").alias("b_group"))
-    return edges.join(groups, "b", "left").localCheckpoint()
+    return edges.join(groups, "b", "left").localCheckpoint(eager=False)
 
 
 def image_groups(new_ok: DataFrame, edges: DataFrame, d: DedupeConfig) -> DataFrame:
@@ -109,7 +109,7 @@ def low_info(feats: DataFrame, new_a: DataFrame, existing: DataFrame, d: DedupeC
                       .select("key", (F.col("alt_text_boilerplate") | F.coalesce("shared", F.lit(False)))
                               .alias("alt_text_low_info")))
     to_flag = existing.where(~F.col("alt_text_low_info")).join(shared, "alt_text_norm", "left_semi")
-    return new_flags.localCheckpoint(), to_flag.select("key").localCheckpoint()
+    return new_flags.localCheckpoint(eager=False), to_flag.select("key").localCheckpoint(eager=False)
 
 
 def text_edges(new_a: DataFrame, existing: DataFrame, to_flag: DataFrame, d: DedupeConfig,
@@ -123,9 +123,9 @@ def text_edges(new_a: DataFrame, existing: DataFrame, to_flag: DataFrame, d: Ded
                            "alt_text_norm", (F.col("alt_text_low_info") | F.col("f").isNotNull()).alias("low_info"),
                            "phash"))
     rows = new_a.withColumn("low_info", F.col("alt_text_low_info")).select(*cols).union(old.select(*cols))
-    cand = TG.text_candidates(rows, d).localCheckpoint()
+    cand = TG.text_candidates(rows, d).localCheckpoint(eager=False)
     report.count("text_candidate_pairs", cand.count())
-    return TG.near_text_edges(cand, d).localCheckpoint()
+    return TG.near_text_edges(cand, d).localCheckpoint(eager=False)
 
 
 def text_groups(t_edges: Optional[DataFrame], d: DedupeConfig) -> Optional[DataFrame]:
@@ -168,9 +168,9 @@ def decide(spark: SparkSession, tables: Tables, feats: DataFrame, d: DedupeConfi
     i_edges = image_edges(new_ok, existing, d, report)
     new_a = image_groups(new_ok, i_edges, d)
     flags, to_flag = low_info(feats, new_a, existing, d)
-    new_a = new_a.join(flags, "key").localCheckpoint()
+    new_a = new_a.join(flags, "key").localCheckpoint(eager=False)
     t_edges = text_edges(new_a, existing, to_flag, d, report)
-    groups = final_groups(feats, new_a, flags, text_groups(t_edges, d)).localCheckpoint()
+    groups = final_groups(feats, new_a, flags, text_groups(t_edges, d)).localCheckpoint(eager=False)
     edges = i_edges.select(*G.EDGE_COLUMNS)
     if t_edges is not None:
         edges = edges.union(t_edges.select(*G.EDGE_COLUMNS))
@@ -180,7 +180,7 @@ def decide(spark: SparkSession, tables: Tables, feats: DataFrame, d: DedupeConfi
     why = explain_duplicates(readable_dups, edges, group_of)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     rows = (feats.join(flags, "key").join(groups.drop("group"), "key").join(why, "key", "left")
-                 .withColumn("deduped_at", F.lit(now)).withColumn("decided_at", F.lit(now)).localCheckpoint())
+                 .withColumn("deduped_at", F.lit(now)).withColumn("decided_at", F.lit(now)).localCheckpoint(eager=False))
     silver = conform(rows, SILVER)
     audit = conform(rows.where(F.col("duplicate_of").isNotNull()), DEDUPE_AUDIT)
     return silver, to_flag, audit
@@ -252,13 +252,14 @@ def run_dedupe(cfg: Config, spark: SparkSession, args=None) -> StageReport:
     d = cfg.dedupe
     tables = Tables(cfg, spark)
     report = StageReport("dedupe")
-    new_bronze = tables.missing(tables.read("bronze"), "silver", ["key"])
+    bronze = tables.read("bronze")
+    new_keys = tables.missing(bronze.select("key"), "silver", ["key"]).localCheckpoint(eager=False)
     with SparkProgress(spark, "dedupe"):
-        feats = new_features(spark, new_bronze, d)
-        n_new = feats.count()
+        n_new = new_keys.count()
         report.count("new_rows", n_new)
         log.info("dedupe: %d new bronze rows to deduplicate", n_new)
         if n_new:
+            feats = new_features(spark, bronze.join(new_keys, "key", "left_semi"), d)
             silver_new, to_flag, audit = decide(spark, tables, feats, d, report)
             count_new(silver_new, report)
             write(tables, feats, silver_new, to_flag, audit, report)

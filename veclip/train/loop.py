@@ -77,7 +77,9 @@ def setup(cfg: TrainConfig) -> Dist:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        # Share the cores between the ranks of this machine, unless OMP_NUM_THREADS says otherwise.
+        threads = os.environ.get("OMP_NUM_THREADS")
+        torch.set_num_threads(int(threads) if threads else max(1, (os.cpu_count() or 1) // local_world))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cfg.use_gpu else "gloo")
     return Dist(rank, world, local_rank, device)
