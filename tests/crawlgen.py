@@ -150,6 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
         name = path.rsplit("/", 1)[-1]
         try:
             if path.startswith("/img/") and name in srv.images:
+                time.sleep(srv.latency_s)
                 return self._send(200, srv.images[name])
             if path.startswith("/status/"):
                 return self._send(int(name), b"error page", "text/plain")
@@ -205,9 +206,10 @@ class ImageServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, images: dict[str, bytes], slow_s: float = 5.0, big_blocks: int = 64, lifetime_s: float = 600):
+    def __init__(self, images: dict[str, bytes], slow_s: float = 5.0, big_blocks: int = 64, lifetime_s: float = 600,
+                 latency_s: float = 0.0):
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.images, self.slow_s, self.big_blocks = images, slow_s, big_blocks
+        self.images, self.slow_s, self.big_blocks, self.latency_s = images, slow_s, big_blocks, latency_s
         self.hits: dict[str, int] = {}
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._timer = threading.Timer(lifetime_s, self.shutdown)

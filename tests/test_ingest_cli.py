@@ -62,7 +62,7 @@ def test_spark_submit_ingests_the_32_pairs(job, cc12m_shard):
     for line in ("read                        32", "bronze                      32", "quarantine                   0"):
         assert line in out, out
     assert "check read = bronze + quarantine + already_present + duplicate_in_input" in out and "MISMATCH" not in out
-    bronze = deltalake.DeltaTable(str(job["root"] / "bronze")).to_pandas()
+    bronze = deltalake.DeltaTable(str(job["root"] / "bronze"), version=0).to_pandas()   # as the job left it
     assert len(bronze) == 32
     with tarfile.open(cc12m_shard) as tf:
         metas = [json.loads(tf.extractfile(m).read()) for m in tf.getmembers() if m.name.endswith(".json")]

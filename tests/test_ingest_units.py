@@ -131,7 +131,7 @@ def test_truncated_shard_keeps_samples_before_the_damage(tmp_path, photos):
     got = list(read_webdataset(str(cut), 20_000_000))
     assert [s.reason for s in got] == [None, None, None, "truncated", "truncated_shard"]
     assert got[3].source_key == "000003" and got[3].url is None  # its json came after the damage
-    assert got[4].source_key.startswith("@") and "lost" in got[4].detail
+    assert got[4].source_key == f"@{offsets['000003.jpg'][0]}" and "lost" in got[4].detail
 
     between = tmp_path / "between.tar"
     cut_file(good, between, offsets["000004.jpg"][0])          # exactly between two samples
@@ -160,6 +160,20 @@ def test_shard_members_missing_or_oversized(tmp_path, photos):
     assert got["a"].reason == "missing_image" and got["a"].url == "http://x/a" and "failed" in got["a"].detail
     assert got["b"].reason == "too_large" and got["b"].image is None
     assert got["c"].reason is None and got["c"].url is None and got["c"].image == b"RIFF"
+
+
+def test_a_reader_bug_becomes_a_row_not_a_lost_task():
+    from veclip.ingest.records import Sample
+    from veclip.ingest.tasks import guarded
+
+    def broken():
+        yield Sample("0")
+        yield Sample("1")
+        raise RuntimeError("boom")
+
+    got = list(guarded(broken()))
+    assert [s.reason for s in got] == [None, None, "reader_error"] and "boom" in got[2].detail
+    assert got[2].source_key == "@error2"
 
 
 # -- tables and JSON -----------------------------------------------------------------------------------

@@ -131,15 +131,18 @@ def ensure_table(spark: SparkSession, tables: Tables) -> None:
         tables.merge("captions", spark.createDataFrame([], CAPTIONS), KEYS)
 
 
-def count_done(tables: Tables, canonical: DataFrame, captioner: str, ok_only: bool) -> int:
-    done = tables.read("captions").where(F.col("captioner") == captioner)
-    if ok_only:
-        done = done.where(F.col("error").isNull())
-    return canonical.join(done.select("key"), "key", "left_semi").count()
+def status(tables: Tables, canonical: DataFrame, captioner: str) -> dict[str, int]:
+    """One pass: canonical rows, those with a row from `captioner`, and those whose row is an error."""
+    caps = (tables.read("captions").where(F.col("captioner") == captioner)
+            .select("key", F.col("error").isNotNull().alias("failed")))
+    row = (canonical.select("key").join(caps, "key", "left")
+           .agg(F.count("*").alias("canonical"), F.count("failed").alias("rows"),
+                F.count(F.when(F.col("failed"), 1)).alias("failed")).first())
+    return {k: int(row[k] or 0) for k in ("canonical", "rows", "failed")}
 
 
 def run_caption(cfg: Config, spark: SparkSession, args=None, loader: Optional[Load] = None) -> StageReport:
-    """Caption every canonical row that lacks a caption from `caption.captioner`; see the module doc.
+    """Caption every canonical row that lacks a caption from `caption.captioner_id`; see the module doc.
 
     `loader` replaces the model loader built from the config (provenance still comes from the config).
     """
@@ -148,35 +151,45 @@ def run_caption(cfg: Config, spark: SparkSession, args=None, loader: Optional[Lo
     report = StageReport("caption")
     tables = Tables(cfg, spark)
     built, info = caption_loader(c)
-    load = loader or built
-    cache_key = getattr(load, "cache_key", built.cache_key)
     ensure_table(spark, tables)
     canonical = canonical_samples(tables)
-    report.count("canonical", canonical.count())
-    report.count("already_done", count_done(tables, canonical, c.captioner, ok_only=retry))
-    report.count("to_caption", todo(tables, canonical, c.captioner, retry).count())
-    n_slices = max(1, math.ceil(report.counts["to_caption"] / c.commit_every))
-    log.info("caption: %d of %d canonical rows to caption with %s (%s) in %d slice(s)",
-             report.counts["to_caption"], report.counts["canonical"], c.captioner, c.model, n_slices)
-    progress = Progress(report.counts["to_caption"], label="caption", unit="images", every_s=0)
+    before = status(tables, canonical, c.captioner)
+    done = before["rows"] - (before["failed"] if retry else 0)
+    report.count("canonical", before["canonical"])
+    report.count("already_done", done)
+    report.count("to_caption", before["canonical"] - done)
+    report.count("captioned", 0)
+    report.count("failed", 0)
     t0 = time.monotonic()
+    n_slices = caption_slices(spark, tables, cfg, canonical, report, retry, loader or built, info)
+    seconds = time.monotonic() - t0
+    report.count("caption_rows", status(tables, canonical, c.captioner)["rows"])
+    # The slices covered the work exactly once, and every canonical row now has its row.
+    report.identity("to caption = captioned + failed", ["to_caption"], ["captioned", "failed"])
+    report.identity("one caption row per canonical row", ["canonical"], ["caption_rows"])
+    processed = report.counts["captioned"] + report.counts["failed"]
+    report.details.update({
+        "captioner": c.captioner, "model": c.model, "revision": info.revision, "prompt": info.prompt_text,
+        "slices": n_slices, "images_per_s": round(processed / seconds, 2) if processed else 0.0,
+        "captions_version": tables.version("captions")})
+    return report.finish()
+
+
+def caption_slices(spark: SparkSession, tables: Tables, cfg: Config, canonical: DataFrame, report: StageReport,
+                   retry: bool, load: Load, info: CaptionerInfo) -> int:
+    """Caption `to_caption` rows in slices of about commit_every rows, one MERGE each; returns the slice count."""
+    c, total = cfg.caption, report.counts["to_caption"]
+    n_slices = max(1, math.ceil(total / c.commit_every)) if total else 0
+    log.info("caption: %d of %d canonical rows to caption with %s (%s) in %d slice(s)",
+             total, report.counts["canonical"], c.captioner, c.model, n_slices)
+    cache_key = getattr(load, "cache_key", None) or f"caption:{c.captioner}"
+    progress = Progress(total, label="caption", unit="images", every_s=0)
     with arrow_rows_per_batch(spark, max(ARROW_ROWS_PER_BATCH, c.batch_size)):
-        for i in range(n_slices if report.counts["to_caption"] else 0):
+        for i in range(n_slices):
             rows = todo(tables, canonical, c.captioner, retry).where(in_slice(n_slices, i))
             with SparkProgress(spark, f"caption slice {i + 1}/{n_slices}"):
-                ok, failed = caption_slice(spark, tables, rows, report.counts["to_caption"] / n_slices, cfg,
-                                           load, cache_key, info)
+                ok, failed = caption_slice(spark, tables, rows, total / n_slices, cfg, load, cache_key, info)
             report.count("captioned", ok)
             report.count("failed", failed)
             progress.update(ok + failed, force=True)
-    seconds = time.monotonic() - t0
-    report.count("caption_rows", count_done(tables, canonical, c.captioner, ok_only=False))
-    report.identity("canonical = done before + to caption", ["canonical"], ["already_done", "to_caption"])
-    report.identity("to caption = captioned + failed", ["to_caption"], ["captioned", "failed"])
-    report.identity("one caption row per canonical row", ["canonical"], ["caption_rows"])
-    report.details.update({
-        "captioner": c.captioner, "model": c.model, "revision": info.revision, "prompt": info.prompt_text,
-        "slices": n_slices, "images_per_s": round((report.counts.get("captioned", 0) + report.counts.get("failed", 0))
-                                                  / seconds, 2) if seconds > 0 else 0.0,
-        "captions_version": tables.version("captions")})
-    return report.finish()
+    return n_slices

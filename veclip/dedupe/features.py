@@ -3,7 +3,7 @@
     feats = image_features(bronze_rows, device="auto")   # + pixel_sha256, phash, hash_error
     feats = text_features(feats, extra_boilerplate)      # + alt_text_norm, alt_text_boilerplate, text_score
     bands = text_bands(rows, cfg.dedupe)                 # + text_bands array<bigint>
-    pairs.withColumn("text_jaccard", jaccard_col("a_text", "b_text", 2))
+    pairs.withColumn("text_jaccard", jaccard_col("a_text", "b_text", 2))   # Spark SQL, no Python
 
 The image UDF decodes each image once (PIL), hashes the canonical pixels and batches the pHash DCT
 (numpy, or torch on the task's GPU). Its batch size is Arrow's records per batch, which the stage
@@ -15,12 +15,11 @@ from __future__ import annotations
 import logging
 from typing import Iterable
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
-from pyspark.sql.types import ArrayType, DoubleType, LongType
+from pyspark.sql.types import ArrayType, LongType
 
 from veclip.config.dedupe import DedupeConfig
 from veclip.dedupe import text as T
@@ -88,11 +87,15 @@ def text_bands(df: DataFrame, cfg: DedupeConfig) -> DataFrame:
     return df.withColumn("text_bands", bands("alt_text_norm"))
 
 
+def shingles_col(norm: Column, shingle_words: int) -> Column:
+    """Distinct word shingles of a normalised-text column, in Spark SQL (as `text.shingles`)."""
+    words = F.split(norm, " ")
+    n = F.greatest(F.size(words) - shingle_words + 1, F.lit(1))
+    grams = F.transform(F.sequence(F.lit(1), n), lambda i: F.array_join(F.slice(words, i, shingle_words), " "))
+    return F.array_distinct(grams)
+
+
 def jaccard_col(a: str, b: str, shingle_words: int) -> Column:
-    """Exact shingle Jaccard of two normalised-text columns (for candidate pairs only)."""
-
-    @pandas_udf(DoubleType())
-    def jac(x: pd.Series, y: pd.Series) -> pd.Series:
-        return pd.Series(np.array([T.jaccard(p, q, shingle_words) for p, q in zip(x, y)], dtype=np.float64))
-
-    return jac(F.col(a), F.col(b))
+    """Exact shingle Jaccard of two normalised-text columns, in Spark SQL (as `text.jaccard`)."""
+    sa, sb = shingles_col(F.col(a), shingle_words), shingles_col(F.col(b), shingle_words)
+    return F.size(F.array_intersect(sa, sb)) / F.size(F.array_union(sa, sb))

@@ -82,15 +82,16 @@ def low_frequencies(gray: np.ndarray, device: str = "cpu") -> np.ndarray:
     if gray.ndim != 3 or gray.shape[1:] != (SIZE, SIZE):
         raise ValueError(f"phash: expected grey images of shape (B, {SIZE}, {SIZE}), got {gray.shape}")
     d = dct_matrix(SIZE)[:_ROWS]
-    if device == "cpu":
-        c = d @ gray.astype(np.float64, copy=False) @ d.T
-    else:
-        import torch
-
-        dt = torch.from_numpy(d).to(device)
-        xt = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float64)).to(device)
-        c = (dt @ xt @ dt.T).cpu().numpy()
+    c = d @ gray.astype(np.float64, copy=False) @ d.T if device == "cpu" else _dct_torch(gray, d, device)
     return c[:, _U, _V]
+
+
+def _dct_torch(gray: np.ndarray, d: np.ndarray, device: str) -> np.ndarray:
+    import torch
+
+    dt = torch.from_numpy(d).to(device)
+    xt = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float64)).to(device)
+    return (dt @ xt @ dt.T).cpu().numpy()
 
 
 def bits_to_int64(bits: np.ndarray) -> np.ndarray:

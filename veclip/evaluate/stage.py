@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from typing import Optional
 
 import pandas as pd
@@ -89,8 +90,11 @@ def _lineage(result: dict, data) -> Optional[object]:
             df = pd.DataFrame({"image": [os.path.basename(data.images[i]) for i in data.text_image],
                                "caption": data.captions})
         else:
-            df = pd.DataFrame({"label": data.labels})
-        return mlflow.data.from_pandas(df, source=data.source, name=result["name"])
+            df = pd.DataFrame({"label": data.labels.astype("float64")})
+        with warnings.catch_warnings():
+            # "can be interpreted in multiple ways": MLflow registers the local source class twice.
+            warnings.filterwarnings("ignore", message=".*interpreted in multiple ways.*")
+            return mlflow.data.from_pandas(df, source=data.source, name=result["name"])
     except Exception as e:  # noqa: BLE001 - lineage is an extra; the metrics are still logged
         log.warning("%s: could not describe the dataset for MLflow: %s", result["name"], e)
         return None

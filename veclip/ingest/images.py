@@ -133,6 +133,13 @@ def _decode(img, data: bytes) -> Optional[ImageCheck]:
 
 def inspect_image(data: Optional[bytes], limits: ImageLimits = ImageLimits()) -> ImageCheck:
     """Check encoded image bytes against `limits`; never raises on bad data."""
+    try:
+        return _inspect(data, limits)
+    except Exception as e:  # noqa: BLE001 - a decoder bug on one image must not fail the whole task
+        return ImageCheck(CORRUPT, f"unexpected {type(e).__name__} while checking: {e}")
+
+
+def _inspect(data: Optional[bytes], limits: ImageLimits) -> ImageCheck:
     if data is None:
         return ImageCheck(MISSING_IMAGE, "no image bytes for this sample")
     if len(data) == 0:

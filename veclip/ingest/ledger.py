@@ -1,12 +1,12 @@
 """The `ingest_files` table: which input files a run read completely, so the next run skips them.
 
-    done = completed_files(tables)          # {path: (size, mtime)}
-    record_files(tables, rows)              # after bronze and quarantine are written
+    seen = recorded_files(tables)           # {path: (size, mtime, complete)}
+    record_files(tables, rows, run_time)    # after bronze and quarantine are written
 
 A file is skipped when it is recorded as complete with the same size and modification time: a
 re-downloaded or grown file is read again (its old samples then count as already present). A
-damaged file (`truncated_shard`, `corrupt_shard`, `corrupt_source`) is recorded as not complete and
-read again on every run. The ledger is written last, after both sample tables, so a run that
+damaged file (`truncated_shard`, `corrupt_shard`, `corrupt_source`, `reader_error`) is recorded as not complete and
+read again on every run (and recorded again only when it changed). The ledger is written last, after both sample tables, so a run that
 stops half way leaves its files to be read again, never lost. Keyed by `source`.
 """
 
@@ -21,7 +21,7 @@ from pyspark.sql.types import (BooleanType, DoubleType, LongType, StringType, St
 from veclip.tables import Tables
 
 TABLE = "ingest_files"
-SOURCE_DAMAGE = frozenset({"truncated_shard", "corrupt_shard", "corrupt_source"})
+SOURCE_DAMAGE = frozenset({"truncated_shard", "corrupt_shard", "corrupt_source", "reader_error"})
 
 INGEST_FILES = StructType([
     StructField("source", StringType(), False),
@@ -38,12 +38,12 @@ INGEST_FILES = StructType([
 _UPDATE = [f.name for f in INGEST_FILES if f.name != "source"]
 
 
-def completed_files(tables: Tables) -> dict[str, tuple[int, float]]:
-    """Path -> (size, mtime) of the files recorded as completely ingested."""
+def recorded_files(tables: Tables) -> dict[str, tuple[int, float, bool]]:
+    """Path -> (size, mtime, complete) of every file in the ledger."""
     if not tables.exists(TABLE):
         return {}
-    rows = tables.read(TABLE).where("complete").select("source", "size_bytes", "mtime").collect()
-    return {r["source"]: (int(r["size_bytes"]), float(r["mtime"])) for r in rows}
+    rows = tables.read(TABLE).select("source", "size_bytes", "mtime", "complete").collect()
+    return {r["source"]: (int(r["size_bytes"]), float(r["mtime"]), bool(r["complete"])) for r in rows}
 
 
 def record_files(tables: Tables, rows: Iterable[tuple], run_time: datetime) -> None:

@@ -167,19 +167,22 @@ def _report(report: StageReport, files: dict[str, dict], planned: dict[str, int]
         report.details["damaged files (read again next run)"] = ", ".join(damaged[:5]) + (" ..." if len(damaged) > 5 else "")
 
 
-def _ledger_rows(todo: list[InputFile], files: dict[str, dict]) -> list[tuple]:
+def _ledger_rows(todo: list[InputFile], files: dict[str, dict], seen: dict) -> list[tuple]:
+    """Ledger rows of the files read, except damaged files already recorded as such, unchanged."""
     rows = []
     for f in todo:
         c = files.get(f.path) or {**{k: 0 for k in TOTALS}, "damaged": False}
+        if c["damaged"] and seen.get(f.path) == (f.size, f.mtime, False):
+            continue
         rows.append((f.path, f.format, f.size, f.mtime, not c["damaged"], c["read"], c["bronze"],
                      c["quarantine"], c["already_present"] + c["duplicate_in_input"]))
     return rows
 
 
-def _select_files(cfg: Config, tables: Tables, extra: list[str], report: StageReport) -> list[InputFile]:
+def _select_files(cfg: Config, seen: dict, extra: list[str], report: StageReport) -> list[InputFile]:
     files = expand_inputs(list(cfg.ingest.inputs) + extra, cfg.ingest.format, cfg.ingest.image_column)
-    done = ledger.completed_files(tables) if cfg.ingest.skip_ingested_files else {}
-    todo = [f for f in files if done.get(f.path) != (f.size, f.mtime)]
+    skip = cfg.ingest.skip_ingested_files
+    todo = [f for f in files if not (skip and seen.get(f.path) == (f.size, f.mtime, True))]
     report.count("files", len(files))
     report.count("files_skipped", len(files) - len(todo))
     by_format: dict[str, int] = defaultdict(int)
@@ -230,7 +233,8 @@ def run_ingest(cfg: Config, spark: SparkSession, args=None) -> StageReport:
     report = StageReport(STAGE)
     tables = Tables(cfg, spark)
     run_time = datetime.now(timezone.utc)
-    todo = _select_files(cfg, tables, list(getattr(args, "input", None) or []), report)
+    seen = ledger.recorded_files(tables)
+    todo = _select_files(cfg, seen, list(getattr(args, "input", None) or []), report)
     url_sources = {f.path for f in todo if f.format in URL_FORMATS}
     cached: list[DataFrame] = []
     try:
@@ -241,7 +245,7 @@ def run_ingest(cfg: Config, spark: SparkSession, args=None) -> StageReport:
             inserted = _write(tables, fated, planned, run_time, report)
         _report(report, files, planned, inserted)
         if not report.broken():
-            ledger.record_files(tables, _ledger_rows(todo, files), run_time)
+            ledger.record_files(tables, _ledger_rows(todo, files, seen), run_time)
     finally:
         for df in cached:
             df.unpersist()

@@ -19,10 +19,11 @@ from veclip.ingest.fetch import FetchSettings, fetch_all
 from veclip.ingest.images import ImageLimits
 from veclip.ingest.inputs import InputFile
 from veclip.ingest.readers import Columns, read_samples
-from veclip.ingest.records import Sample, batches, pending, rejected, to_row
+from veclip.ingest.records import Sample, batches, pending, to_row
 
 log = logging.getLogger(__name__)
 
+READER_ERROR = "reader_error"
 ArrowFn = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
 
 
@@ -39,6 +40,20 @@ def _file_ids(batches_in: Iterator[pa.RecordBatch]) -> Iterator[int]:
         yield from batch.column("id").to_pylist()
 
 
+def guarded(samples: Iterator[Sample]) -> Iterator[Sample]:
+    """The samples of a reader; an unexpected error becomes a `reader_error` row for the rest of the
+    file (which is then read again next run), instead of failing the task and losing its batch."""
+    n = 0
+    try:
+        for s in samples:
+            n += 1
+            yield s
+    except Exception as e:  # noqa: BLE001 - the last line of defence of a task
+        log.exception("ingest: reader failed after %d samples", n)
+        yield Sample(f"@error{n}", reason=READER_ERROR, detail=f"reader failed after {n} samples: "
+                     f"{type(e).__name__}: {e}; the rest of the file is read again next run")
+
+
 def read_files(files: Sequence[InputFile], opts: TaskOptions) -> ArrowFn:
     """Task: file ids -> INGESTED rows of the samples in those files (webdataset, image parquet)."""
     files = list(files)
@@ -48,7 +63,7 @@ def read_files(files: Sequence[InputFile], opts: TaskOptions) -> ArrowFn:
             f = files[i]
             log.info("ingest: reading %s (%s)", f.path, f.format)
             rows = (to_row(s, f.path, f.format, opts.limits, opts.alt_text_max_chars)
-                    for s in read_samples(f.path, f.format, opts.columns))
+                    for s in guarded(read_samples(f.path, f.format, opts.columns)))
             yield from batches(rows)
 
     return run
@@ -61,7 +76,8 @@ def read_url_rows(files: Sequence[InputFile], opts: TaskOptions) -> ArrowFn:
     def run(batches_in: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for i in _file_ids(batches_in):
             f = files[i]
-            yield from batches(pending(s, f.path, f.format) for s in read_samples(f.path, f.format, opts.columns))
+            samples = guarded(read_samples(f.path, f.format, opts.columns))
+            yield from batches(pending(s, f.path, f.format) for s in samples)
 
     return run
 
@@ -92,6 +108,3 @@ def fetch_images(opts: TaskOptions) -> ArrowFn:
                 yield from batches(_fetched_rows(rows[start:start + chunk], opts))
 
     return run
-
-
-__all__ = ["TaskOptions", "read_files", "read_url_rows", "fetch_images", "rejected"]

@@ -93,7 +93,12 @@ def _end_check(tf: tarfile.TarFile) -> Optional[Sample]:
 
 def read_webdataset(path: str, max_bytes: int) -> Iterator[Sample]:
     """Samples of one shard, in order; never raises on damaged data (see the module docstring)."""
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        yield _rest(0, CORRUPT_SHARD, f"cannot open: {e}")
+        return
+    with f:
         try:
             tf = tarfile.open(fileobj=f, mode="r:*")
         except _READ_ERRORS as e:

@@ -88,8 +88,8 @@ def log_lineage(cfg: Config, plan: GoldPlan, run_name: str) -> None:
     where = {"table_name": plan.table} if cfg.tables.schema_ else {"path": plan.table}
     dataset = mlflow.data.load_delta(**where, version=str(plan.version), name="gold", digest=digest)
     mlflow.log_input(dataset, context="training")
-    mlflow.log_params({"train.gold_version_resolved": plan.version, "train.gold_rows": plan.rows,
-                       "train.run_name": run_name})
+    mlflow.log_params({"train.resolved.gold_version": plan.version, "train.resolved.gold_rows": plan.rows,
+                       "train.resolved.run_name": run_name})
 
 
 def forwarded_env(mode: str) -> dict:
