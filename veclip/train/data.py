@@ -159,6 +159,7 @@ class Batch:
     images: torch.Tensor           # uint8 (B, 3, S, S); normalised on the device
     tokens: torch.Tensor           # int64 (B, context_length)
     vecap: int                     # samples whose text is the VeCap
+    keys: list[str]                # gold keys, in batch order
 
 
 @dataclass
@@ -268,7 +269,7 @@ class EpochReader:
         self.rng = random.Random(mixing.seed_of("shuffle", s.samples.seed, epoch, stream.rank))
         self.counts = EpochCounts(epoch, stream.rows_per_epoch)
         self._chunks = stream.chunks(epoch)
-        self._buffer: list[tuple[np.ndarray, np.ndarray, int]] = []
+        self._buffer: list[tuple[np.ndarray, np.ndarray, int, str]] = []
         self._exhausted = False
 
     def _fill(self, target: int) -> None:
@@ -285,7 +286,7 @@ class EpochReader:
         c.rows_streamed += len(chunk.key)
         for key, image, tokens, source, ok in zip(chunk.key, chunk.image, chunk.tokens, chunk.source, chunk.ok):
             if ok:
-                self._buffer.append((image, tokens, int(source)))
+                self._buffer.append((image, tokens, int(source), str(key)))
             else:
                 c.rows_skipped += 1
                 if len(c.skipped_keys) < 20:
@@ -307,7 +308,7 @@ class EpochReader:
         self.counts.rows_trained += self.batch_size
         images = torch.from_numpy(np.stack([r[0] for r in rows]))
         tokens = torch.from_numpy(np.stack([r[1] for r in rows])).long()
-        return Batch(images, tokens, sum(r[2] == SOURCES[mixing.VECAP] for r in rows))
+        return Batch(images, tokens, sum(r[2] == SOURCES[mixing.VECAP] for r in rows), [r[3] for r in rows])
 
     def finish(self) -> EpochCounts:
         """Read what is left of the epoch (the readers must stand at the next epoch) and check the counts."""

@@ -58,9 +58,15 @@ def crop_box(width: int, height: int, rng: random.Random, scale_min: float) -> t
             left = rng.randint(0, width - w)
             top = rng.randint(0, height - h)
             return left, top, left + w, top + h
-    side = min(width, height)  # fallback: the central square
-    left, top = (width - side) // 2, (height - side) // 2
-    return left, top, left + side, top + side
+    # Fallback (e.g. a panorama, where no large crop has an allowed ratio): the central crop with the
+    # image's aspect ratio clamped into [3/4, 4/3].
+    w, h = width, height
+    if width / height > 4 / 3:
+        w = round(height * 4 / 3)
+    elif width / height < 3 / 4:
+        h = round(width * 4 / 3)
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
 
 
 def decode_crop(data: bytes, size: int, rng: random.Random, scale_min: float) -> np.ndarray:

@@ -1,0 +1,171 @@
+"""The trainer's small parts, without Spark: text mixing, LR schedule, parameter groups, checkpoints,
+worker-side sample decoding and file sharding."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import shared_path
+from tests.gold_fixture import coco_rows
+from veclip.config import ConfigError, load_config
+from veclip.train import mixing, optim
+from veclip.train.checkpoint import Checkpoints
+from veclip.train.data import GoldDataError, GoldFile, shard_files, steps_per_epoch
+from veclip.train.samples import SOURCES, SampleSettings, SampleTransform, crop_box, decode_crop
+
+
+# -- mixing -------------------------------------------------------------------------------------
+def test_text_choice_is_a_function_of_seed_epoch_and_key():
+    keys = [f"k{i}" for i in range(2000)]
+    a = [mixing.choose_text("alt", "vecap", 0.5, 7, 3, k) for k in keys]
+    assert a == [mixing.choose_text("alt", "vecap", 0.5, 7, 3, k) for k in keys]
+    share = sum(src == mixing.VECAP for _, src in a) / len(a)
+    assert 0.46 < share < 0.54
+    other_epoch = [mixing.choose_text("alt", "vecap", 0.5, 7, 4, k)[1] for k in keys]
+    assert other_epoch != [src for _, src in a]  # a sample sees both texts over epochs
+
+
+@pytest.mark.parametrize("p, expected", [(0.0, mixing.ALT_TEXT), (1.0, mixing.VECAP)])
+def test_p_zero_is_alt_text_only_and_p_one_vecap_only(p, expected):
+    assert {mixing.choose_text("alt", "vecap", p, 0, 0, f"k{i}")[1] for i in range(500)} == {expected}
+
+
+def test_missing_vecap_falls_back_to_alt_text_and_baseline_never_sees_vecap():
+    assert mixing.choose_text("a red bus", None, 1.0, 0, 0, "k") == ("a red bus", mixing.ALT_TEXT)
+    assert mixing.choose_text("a red bus", "  ", 1.0, 0, 0, "k") == ("a red bus", mixing.ALT_TEXT)
+    assert mixing.choose_text(None, "a bus on a street", 0.5, 0, 0, "k") == ("a bus on a street", mixing.VECAP)
+    assert mixing.choose_text(None, "a bus on a street", 0.0, 0, 0, "k") == ("", mixing.NONE)
+    assert mixing.choose_text(float("nan"), None, 0.5, 0, 0, "k") == ("", mixing.NONE)
+    with pytest.raises(ValueError, match="p_vecap"):
+        mixing.choose_text("a", "b", 1.5, 0, 0, "k")
+
+
+# -- optimizer and schedule ---------------------------------------------------------------------
+def test_lr_warms_up_linearly_then_decays_by_cosine_to_zero():
+    lrs = [optim.lr_at(s, 1.0, warmup=10, total=110) for s in range(111)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[60] == pytest.approx(0.5)
+    assert lrs[110] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_no_weight_decay_on_gains_biases_and_logit_scale():
+    from veclip.train.model import build
+
+    model = build("veclip-tiny").model
+    plain, decay = optim.param_groups(model, 0.2)
+    names = {id(p): n for n, p in model.named_parameters()}
+    plain_names = {names[id(p)] for p in plain["params"]}
+    decay_names = {names[id(p)] for p in decay["params"]}
+    assert "logit_scale" in plain_names and plain["weight_decay"] == 0.0 and decay["weight_decay"] == 0.2
+    assert any(n.endswith("ln_final.weight") for n in plain_names)
+    assert all(not n.endswith(".bias") for n in decay_names)
+    assert any(n.endswith("attn.in_proj_weight") for n in decay_names)
+    assert len(plain_names) + len(decay_names) == len(list(model.parameters()))
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def test_checkpoints_keep_the_latest_k_and_load_the_latest(tmp_path):
+    ckpts = Checkpoints(tmp_path / "run", keep=2)
+    assert ckpts.load() is None and ckpts.latest() is None
+    for step in (5, 10, 15):
+        ckpts.save(step, {"model": {"w": torch.full((2,), float(step))}, "step": step})
+    assert ckpts.steps() == [10, 15]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["step_00000010.pt", "step_00000015.pt"]
+    assert ckpts.load()["step"] == 15 and ckpts.load(step=10)["model"]["w"][0] == 10
+    with pytest.raises(FileNotFoundError, match="no checkpoint for step 5"):
+        ckpts.load(step=5)
+
+
+def test_a_half_written_checkpoint_is_never_the_latest(tmp_path):
+    ckpts = Checkpoints(tmp_path, keep=3)
+    ckpts.save(1, {"model": {}, "step": 1})
+    (tmp_path / ".step_00000002.pt.tmp-123").write_bytes(b"\x80partial")  # a save killed mid-write
+    assert ckpts.steps() == [1] and ckpts.load()["step"] == 1
+
+
+# -- samples (what petastorm's workers run) -----------------------------------------------------
+def test_crop_box_stays_inside_and_keeps_the_area_fraction():
+    rng = random.Random(0)
+    boxes = [crop_box(500, 400, rng, 0.9) for _ in range(200)]
+    for left, top, right, bottom in boxes:
+        assert 0 <= left < right <= 500 and 0 <= top < bottom <= 400
+        assert (right - left) * (bottom - top) >= 0.89 * 500 * 400
+    assert len(set(boxes)) > 100
+    # A panorama has no large crop with an allowed aspect ratio: the central 4:3 crop.
+    assert crop_box(1000, 300, rng, 0.9) == (300, 0, 700, 300)
+
+
+def test_transform_decodes_real_images_and_flags_bad_rows_without_dropping_them():
+    rows = coco_rows(shared_path("coco-mini"), limit=6)
+    rows[1]["image"] = b"not a jpeg"
+    rows[2]["alt_text"], rows[2]["vecap"] = None, None
+    pdf = pd.DataFrame(rows)[["key", "image", "alt_text", "vecap"]]
+    tf = SampleTransform(SampleSettings("veclip-tiny", 64, 0.5, seed=1), start_epoch=0, chunks_per_epoch=1)
+    out = tf(pdf)
+    assert list(out["key"]) == list(pdf["key"]) and list(out["ok"]) == [True, False, False, True, True, True]
+    assert out["image"][0].shape == (3, 64, 64) and out["image"][0].dtype == np.uint8
+    assert out["image"][0].std() > 10  # a real photo, not a blank
+    assert out["tokens"][0].shape == (77,) and out["tokens"][0][0] == 49406  # <start_of_text>
+    assert out["source"][2] == SOURCES[mixing.NONE]
+    again = SampleTransform(SampleSettings("veclip-tiny", 64, 0.5, seed=1), 0, 1)(pdf)
+    assert np.array_equal(np.stack(out["image"]), np.stack(again["image"]))  # crops are reproducible
+    next_epoch = tf(pdf)  # second call of a one-row-group reader = epoch 1: other crops
+    assert not np.array_equal(np.stack(out["image"]), np.stack(next_epoch["image"]))
+
+
+def test_decode_crop_handles_non_rgb_images():
+    buf = io.BytesIO()
+    Image.new("LA", (50, 30), (120, 200)).save(buf, format="PNG")
+    arr = decode_crop(buf.getvalue(), 32, random.Random(0), 0.9)
+    assert arr.shape == (3, 32, 32) and arr.flags.c_contiguous
+
+
+# -- sharding -----------------------------------------------------------------------------------
+def test_files_are_balanced_over_ranks_and_every_file_read_once():
+    files = [GoldFile(f"file:///g/part-{i}.parquet", (rows,)) for i, rows in enumerate([50, 40, 30, 20, 10, 5])]
+    shards = shard_files(files, 2)
+    assert sorted(f.url for s in shards for f in s) == sorted(f.url for f in files)
+    assert sorted(sum(f.rows for f in s) for s in shards) == [75, 80]
+    assert shards == shard_files(list(reversed(files)), 2)  # the same on every rank
+    assert steps_per_epoch(shards, 16) == 4
+    with pytest.raises(GoldDataError, match="2 non-empty Parquet file.*3 processes"):
+        shard_files(files[:2], 3)
+
+
+def test_config_refuses_the_thread_pool_and_inconsistent_modes():
+    with pytest.raises(ConfigError, match="train.reader_pool"):
+        load_config(None, ["train.reader_pool=thread"])
+    with pytest.raises(ConfigError, match="train.mode=single runs one process"):
+        load_config(None, ["train.mode=single", "train.num_processes=2"])
+
+
+# -- runs: new, resumed, pinned -----------------------------------------------------------------
+def test_a_new_run_refuses_a_folder_with_checkpoints_and_resume_finds_the_latest_run(tmp_path):
+    from veclip.train.stage import pinned_version, resolve_run
+
+    cfg = load_config(None, [f"paths.root={tmp_path}", "train.run_name=r1"])
+    folder, run = resolve_run(cfg, resume=False)
+    assert folder == str(tmp_path / "checkpoints" / "r1") and run is None
+    Checkpoints(folder).save(3, {"model": {}, "step": 3})
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        resolve_run(cfg, resume=False)
+    with pytest.raises(FileNotFoundError, match="no run.json"):
+        resolve_run(cfg, resume=True)
+    (tmp_path / "checkpoints" / "r1" / "run.json").write_text(
+        '{"gold_version": 4, "train": {"seed": 0, "batch_size": 32}}')
+    unnamed = load_config(None, [f"paths.root={tmp_path}"])
+    folder, run = resolve_run(unnamed, resume=True)  # no name: the most recent run
+    assert folder.endswith("r1") and run["gold_version"] == 4
+    assert pinned_version(unnamed, run) == 4  # the resumed run's version, not the latest
+    with pytest.raises(ValueError, match="trained on gold version 4"):
+        pinned_version(load_config(None, ["train.gold_version=5"]), run)
+    with pytest.raises(FileNotFoundError, match="no run under"):
+        resolve_run(load_config(None, [f"paths.root={tmp_path / 'empty'}"]), resume=True)
