@@ -90,7 +90,7 @@ def runs(spark, cc12m_shard, tmp_path_factory):
 
     def cfg(*sets):
         base = [f"paths.root={tmp / 'root'}", "spark.master=local[2]", "spark.shuffle_partitions=2",
-                "mlflow.enabled=false", "caption.max_new_tokens=6", "caption.batch_size=8"]
+                "mlflow.enabled=false", "caption.max_new_tokens=6", "caption.batch_size=16"]
         return load_config(str(REPO / "conf" / "local.yaml"), base + list(sets))
 
     c_llava = cfg(f"caption.model={llava}", "caption.commit_every=5")

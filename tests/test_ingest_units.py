@@ -192,6 +192,8 @@ def test_url_tables_and_vecap_json(tmp_path):
     v = list(read_samples(str(tmp_path / "v.json"), "vecap_json", Columns()))
     assert [(s.url, s.alt_text_raw) for s in v] == [("http://a/1.jpg", "a VeCap"), ("http://a/2.jpg", "b")]
     assert [s.reason for s in read_samples(str(tmp_path / "bad.json"), "vecap_json", Columns())] == ["corrupt_source"]
+    [wrong] = read_samples(str(tmp_path / "u.csv"), "url_table", Columns(url="image_url"))   # a config mistake
+    assert wrong.reason == "corrupt_source" and "ingest.url_column" in wrong.detail
 
 
 def test_real_alttext_parquet_reads_as_url_table(tmp_path):

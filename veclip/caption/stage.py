@@ -88,7 +88,8 @@ def gpu_profile(spark: SparkSession, gpus_per_task: float):
     """A stage-level resource profile asking for GPUs, when the cluster is not already set up that way."""
     if gpus_per_task <= 0 or spark.sparkContext.master.startswith("local"):
         return None
-    if spark.conf.get("spark.task.resource.gpu.amount", None) == str(gpus_per_task):
+    configured = spark.sparkContext.getConf().get("spark.task.resource.gpu.amount", None)
+    if configured is not None and float(configured) == gpus_per_task:
         return None  # every task already gets its GPU share
     from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
 

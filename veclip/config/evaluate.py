@@ -73,7 +73,8 @@ class EvalConfig(Section):
         None, description="The model to evaluate: `models:/NAME@ALIAS` or `models:/NAME/VERSION` (registered "
         "MLflow model), `@ALIAS` (of `eval.registered_model`), a training checkpoint `step_*.pt` or its "
         "folder (latest step), an open_clip model folder, a Hugging Face `CLIPModel` folder, or an open_clip "
-        "model name with `eval.weights`. Null: `models:/<registered_model>@candidate`.")
+        "model name with `eval.weights`. Null: `models:/<registered_model>@candidate`. Relative paths: against "
+        "the current directory.")
     weights: Optional[str] = Field(None, description="Weights file (.pt / .safetensors) for an open_clip model "
                                    "name given as `eval.model`.")
     registered_model: str = Field("veclip-clip", description="Registered model name used by `@ALIAS` and by "

@@ -15,7 +15,7 @@ block near `chunk_elements` floats, so a 5k x 25k evaluation needs ~64 MB, not 5
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import torch
 
@@ -161,12 +161,3 @@ def topk(queries: torch.Tensor, candidates: torch.Tensor, k: int,
 def normalize(emb: torch.Tensor) -> torch.Tensor:
     """L2-normalise rows in float32."""
     return torch.nn.functional.normalize(emb.float(), dim=-1)
-
-
-def as_percent_table(values: dict[int, float], prefix: str) -> dict[str, float]:
-    """{1: 40.0} -> {'<prefix>1': 40.0}."""
-    return {f"{prefix}{k}": round(v, 4) for k, v in values.items()}
-
-
-__all__: Sequence[str] = ["retrieval_ranks", "class_ranks", "recall_at_k", "mean_per_class_recall", "topk",
-                          "normalize", "check_embeddings", "as_percent_table", "CHUNK_ELEMENTS"]

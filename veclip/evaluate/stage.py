@@ -52,6 +52,8 @@ def check_request(cfg: Config, promote: bool) -> list[str]:
             raise ValueError("--promote needs MLflow (mlflow.enabled is false)")
         if not e.model_spec.startswith("models:/"):
             raise ValueError(f"--promote needs a registered model (eval.model=models:/NAME@ALIAS), not {e.model_spec}")
+        if not e.promote_metric:
+            raise ValueError(f"--promote needs eval.promote_metric, one of: {', '.join(keys)}")
         if e.promote_metric not in keys:
             raise ValueError(f"--promote: eval.promote_metric={e.promote_metric!r} is not computed by this "
                              f"evaluation; choose one of: {', '.join(keys)}")

@@ -95,12 +95,15 @@ def read_image_parquet(path: str, cols: Columns) -> Iterator[Sample]:
         yield _corrupt(n, e)
 
 
-def _csv_rows(path: str) -> Iterator[dict]:
+def _csv_rows(path: str, url_column: str) -> Iterator[dict]:
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
         sample = f.read(4096)
         f.seek(0)
         delimiter = "\t" if path.lower().endswith(".tsv") or sample.count("\t") > sample.count(",") else ","
-        yield from csv.DictReader(f, delimiter=delimiter)
+        reader = csv.DictReader(f, delimiter=delimiter)
+        if find_column(reader.fieldnames or [], url_column) is None:
+            raise ValueError(f"no URL column {url_column!r} (ingest.url_column) in header {reader.fieldnames}")
+        yield from reader
 
 
 def _jsonl_rows(path: str) -> Iterator[object]:
@@ -121,10 +124,12 @@ def read_url_table(path: str, cols: Columns) -> Iterator[Sample]:
         lower = path.lower()
         if lower.endswith(".parquet"):
             names = pq.read_schema(path).names
+            if find_column(names, cols.url) is None:
+                raise ValueError(f"no URL column {cols.url!r} (ingest.url_column) among {names}")
             rows: Iterable = _parquet_rows(path, {"url": find_column(names, cols.url),
                                                   "text": find_column(names, cols.text, TEXT_FALLBACKS)})
         else:
-            rows = _csv_rows(path) if lower.endswith((".csv", ".tsv")) else _jsonl_rows(path)
+            rows = _csv_rows(path, cols.url) if lower.endswith((".csv", ".tsv")) else _jsonl_rows(path)
         url_col = text_col = None
         for row in rows:
             sid = str(n)

@@ -107,7 +107,10 @@ def checkpoint_state(cfg: TrainConfig, model: torch.nn.Module, opt, pos: Positio
             "gold": {"table": plan.table, "version": plan.version}, "rng": torch.get_rng_state()}
 
 
-def restore(state: dict, model: torch.nn.Module, opt, d: Dist) -> Position:
+def restore(state: dict, model: torch.nn.Module, opt, d: Dist, model_name: str) -> Position:
+    if state.get("model_name") != model_name:
+        raise ValueError(f"train --resume: the checkpoint holds a {state.get('model_name')} model, "
+                         f"train.model is {model_name}")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
@@ -159,9 +162,10 @@ class Trainer:
         self.opt = optim.adamw(self.model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps)
         self.ckpts = Checkpoints(spec.checkpoint_dir, cfg.keep_checkpoints)
         state = self.ckpts.load() if spec.resume else None
-        self.pos = restore(state, self.model, self.opt, d) if state else Position()
+        self.pos = restore(state, self.model, self.opt, d, cfg.model) if state else Position()
         self.resumed_from = self.pos.step if state else None
-        self.net = DistributedDataParallel(self.model) if d.world > 1 else self.model
+        ids = [d.device.index] if d.device.type == "cuda" else None
+        self.net = DistributedDataParallel(self.model, device_ids=ids) if d.world > 1 else self.model
         self.loss_fn = ClipLoss(local_loss=False, gather_with_grad=True, cache_labels=True,
                                 rank=d.rank, world_size=d.world)
         self.mean = torch.tensor(self.built.mean, device=d.device).view(1, 3, 1, 1)

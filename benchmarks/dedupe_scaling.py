@@ -1,0 +1,173 @@
+"""Dedupe speed: image hashing per core next to `imagehash`, and the whole stage at growing sizes.
+
+    .venv/bin/python benchmarks/dedupe_scaling.py [--sizes 1000,10000,100000] [--budget-s 600]
+    .venv/bin/python benchmarks/dedupe_scaling.py --hash-only
+
+1. Hashing, one process, one thread, the same encoded images for both: our batch function
+   (decode once -> pixel sha256 + pHash, DCT batched) and `imagehash.phash` (decode + pHash), on
+   COCO photos (~640x480) and CIFAR-10 thumbnails (32x32). rows/s per core and the ratio.
+2. The stage (`run_dedupe`, local Spark, a fresh root per size) on bronze tables of N rows: CIFAR-10
+   images upscaled to 48x48 (mirrored ones when N exceeds the 60k images), 20% of rows being
+   augmented copies. Bronze writing is not timed. Prints seconds, rows/s and the time ratio per 10x
+   rows (near-linear: <= ~12x). A size whose estimated time (linear from the previous one) exceeds
+   the remaining budget is skipped and reported.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")      # per-core figures: no hidden BLAS threads
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import glob  # noqa: E402
+import io  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import pandas as pd  # noqa: E402
+from PIL import Image, ImageOps  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.bronze_fixture import AUGMENTS  # noqa: E402
+from veclip.dedupe.pixels import hash_images  # noqa: E402
+
+DATA = os.environ.get("VECLIP_SHARED_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+
+
+def rate(fn, items, repeat: int = 1) -> float:
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn(items)
+    return len(items) * repeat / (time.perf_counter() - t0)
+
+
+def ours(images: list[bytes]) -> None:
+    for i in range(0, len(images), 256):
+        hash_images(images[i:i + 256])
+
+
+def theirs(images: list[bytes]) -> None:
+    import imagehash
+
+    for data in images:
+        imagehash.phash(Image.open(io.BytesIO(data)))
+
+
+def hashing_benchmark() -> None:
+    coco = [open(p, "rb").read() for p in sorted(glob.glob(os.path.join(DATA, "coco-mini", "images", "*.jpg")))]
+    cifar = list(pd.read_parquet(os.path.join(DATA, "cifar10", "test.parquet")).jpeg[:3000])
+    if not coco or not cifar:
+        sys.exit(f"real data not found under {DATA}")
+    print("== hashing, rows/s on one core (same bytes for both) ==")
+    print(f"{'images':<28}{'ours (sha256 + pHash)':>24}{'imagehash.phash':>18}{'ours / imagehash':>18}")
+    for name, items, repeat in [(f"COCO photos ({len(coco)})", coco, 2), (f"CIFAR 32x32 ({len(cifar)})", cifar, 1)]:
+        theirs(items[:20]), ours(items[:20])                          # warm up imports and caches
+        a, b = rate(ours, items, repeat), rate(theirs, items, repeat)
+        print(f"{name:<28}{a:>24,.0f}{b:>18,.0f}{a / b:>17.2f}x")
+
+
+def cifar_images(n: int, seed: int = 0) -> list[bytes]:
+    """n distinct 48x48 JPEGs from CIFAR-10 (train + test), mirrored copies beyond the 60k."""
+    frames = [pd.read_parquet(os.path.join(DATA, "cifar10", f)).jpeg for f in ("train.parquet", "test.parquet")]
+    raw = list(pd.concat(frames))[:n]
+    out = []
+    for i in range(n):
+        img = Image.open(io.BytesIO(raw[i % len(raw)])).convert("RGB").resize((48, 48), Image.Resampling.BICUBIC)
+        if i >= len(raw):
+            img = ImageOps.mirror(img)
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def bronze_parquet(n: int, path: str) -> None:
+    """Bronze rows (BRONZE columns) as a Parquet file: 80% originals, 20% augmented copies of them."""
+    import hashlib
+
+    n_orig = n - n // 5
+    images = cifar_images(n_orig)
+    rng = random.Random(n)
+    names = list(AUGMENTS)
+    rows = [(f"o{i}", data) for i, data in enumerate(images)]
+    for j in range(n - n_orig):
+        i = rng.randrange(n_orig)
+        rows.append((f"c{j}-of-{i}", AUGMENTS[names[j % len(names)]](images[i], j)))
+    now = dt.datetime(2024, 1, 1)
+    info = []
+    for _, d in rows:
+        with Image.open(io.BytesIO(d)) as img:
+            info.append((img.width, img.height, img.format, img.mode))
+    df = pd.DataFrame({
+        "key": [hashlib.sha256(k.encode()).hexdigest()[:24] for k, _ in rows], "url": None,
+        "image": [d for _, d in rows], "image_sha256": [hashlib.sha256(d).hexdigest() for _, d in rows],
+        "width": [i[0] for i in info], "height": [i[1] for i in info],
+        "image_format": [i[2] for i in info], "image_mode": [i[3] for i in info],
+        "alt_text_raw": [f"photo {k}" for k, _ in rows], "alt_text": [f"photo {k}" for k, _ in rows],
+        "source": "bench.parquet", "source_key": [k for k, _ in rows], "source_format": "parquet",
+        "ingested_at": now})
+    df.to_parquet(path, index=False)
+
+
+def stage_benchmark(sizes: list[int], budget_s: float, root: str) -> None:
+    from veclip.config import load_config
+    from veclip.dedupe import run_dedupe
+    from veclip.schemas import BRONZE
+    from veclip.spark import get_spark
+    from veclip.tables import Tables
+
+    print("\n== the whole stage (local[2]) ==")
+    results: list[tuple[int, float]] = []
+    t_start = time.monotonic()
+    spark = None
+    for n in sizes:
+        left = budget_s - (time.monotonic() - t_start)
+        if results and results[-1][1] * n / results[-1][0] > left:
+            print(f"{n:>8,} rows: skipped, would take ~{results[-1][1] * n / results[-1][0]:.0f}s with {left:.0f}s "
+                  "of the budget left")
+            continue
+        base = os.path.join(root, f"n{n}")
+        shutil.rmtree(base, ignore_errors=True)
+        os.makedirs(base)
+        cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "conf", "local.yaml"),
+                          [f"paths.root={base}", "spark.master=local[2]", "spark.shuffle_partitions=8",
+                           "mlflow.enabled=false"])
+        spark = spark or get_spark(cfg)
+        src = os.path.join(base, "bronze.parquet")
+        bronze_parquet(n, src)
+        tables = Tables(cfg, spark)
+        df = spark.read.parquet(src)
+        tables.merge("bronze", df.select(*[df[f.name].cast(f.dataType) for f in BRONZE.fields]), ["key"])
+        t0 = time.monotonic()
+        report = run_dedupe(cfg, spark)
+        secs = time.monotonic() - t0
+        results.append((n, secs))
+        c = report.counts
+        print(f"{n:>8,} rows: {secs:7.1f}s  {n / secs:8,.0f} rows/s  canonical {c['silver_canonical']:,}  "
+              f"duplicates {c['silver_duplicates']:,}  accounting {'OK' if not report.broken() else 'BROKEN'}",
+              flush=True)
+    for (n1, s1), (n2, s2) in zip(results, results[1:]):
+        print(f"{n1:,} -> {n2:,} rows (x{n2 / n1:.0f}): time x{s2 / s1:.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--budget-s", type=float, default=600, help="time budget of the stage part")
+    ap.add_argument("--root", default="work/benchmarks/dedupe_scaling")
+    ap.add_argument("--hash-only", action="store_true")
+    args = ap.parse_args()
+    hashing_benchmark()
+    if not args.hash_only:
+        stage_benchmark([int(s) for s in args.sizes.split(",")], args.budget_s, os.path.abspath(args.root))
+
+
+if __name__ == "__main__":
+    main()
