@@ -142,7 +142,7 @@ def test_rerun_through_the_job_changes_nothing(run):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     out = subprocess.run([sys.executable, "jobs/dedupe.py", "--config", "conf/local.yaml",
                           "--set", f"paths.root={run['root']}", "--set", "spark.master=local[1]",
-                          "--set", "spark.shuffle_partitions=2"],
+                          "--set", "spark.shuffle_partitions=2", "--set", "mlflow.enabled=false"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "new_rows" in out.stdout and "MISMATCH" not in out.stdout

@@ -74,6 +74,7 @@ def test_spark_submit_ingests_the_32_pairs(job, cc12m_shard):
         assert row.alt_text_raw == m["caption"] and row.source == str(cc12m_shard)
     assert (bronze.image.map(lambda b: hashlib.sha256(b).hexdigest()) == bronze.image_sha256).all()
     assert bronze.alt_text.str.contains("<PERSON>", regex=False).any()       # CC12M's placeholder survives
+    assert len(deltalake.DeltaTable(str(job["root"] / "quarantine")).to_pandas()) == 0   # created, empty
 
 
 def test_rerun_adds_nothing(job):

@@ -94,7 +94,8 @@ def test_process_pool_streams_the_same_order_as_the_dummy_pool(gold):
 def test_a_row_group_shorter_than_the_table_says_is_an_error(gold):
     files = list(data.shard_files(gold["v0"].files, 1)[0])
     files[1] = replace(files[1], row_groups=(files[1].rows + 1,))  # the table says one row more
-    with pytest.raises(data.GoldDataError, match=r"row group 0 came with \d+ rows, the table has \d+"):
+    with pytest.raises(data.GoldDataError, match=rf"row group 0 of {files[1].url} came with {files[1].rows - 1} "
+                       rf"rows, the table version says {files[1].rows}"):
         read_epochs(files, settings(workers=1))
 
 

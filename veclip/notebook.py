@@ -41,12 +41,22 @@ def widget_config(dbutils: Any, default_profile: str) -> Config:
     return load_config(profile, [item.strip() for item in raw.split(";") if item.strip()])
 
 
+# Stages outside the data pipeline, by the function their job calls.
+MODEL_STAGES = {"train": "veclip.train.stage:run_train", "evaluate": "veclip.evaluate.stage:run_evaluate"}
+
+
 def run_stage(name: str, cfg: Config, spark: SparkSession, **flags: Any) -> StageReport:
-    """Run one pipeline stage (the same function its job calls) and print its accounting."""
+    """Run one stage (the same function its job calls, with the job's flags) and print its accounting."""
+    import importlib
+
     from veclip.pipeline import select
 
-    stage, = select([name])
-    report = stage.function()(cfg, spark, argparse.Namespace(**flags))
+    if name in MODEL_STAGES:
+        module, fn = MODEL_STAGES[name].split(":")
+        function = getattr(importlib.import_module(module), fn)
+    else:
+        function = select([name])[0].function()
+    report = function(cfg, spark, argparse.Namespace(**flags))
     if not report.seconds:
         report.finish()
     print(report.format())

@@ -118,16 +118,16 @@ def connected_components(edges: DataFrame, max_iterations: int, what: str = "gro
                .select(F.col("src").alias("node"), F.least("src", "m").alias("label")).localCheckpoint(eager=False))
     for rnd in range(1, max_iterations + 1):
         nb = (e.join(labels.select(F.col("node").alias("dst"), F.col("label").alias("l")), on="dst")
-               .groupBy("src").agg(F.min("l").alias("nl")))
-        step = (labels.join(nb, labels["node"] == nb["src"], "left")
-                .select("node", F.least("label", F.coalesce("nl", "label")).alias("label")))
+               .groupBy("src").agg(F.min("l").alias("nl")).withColumnRenamed("src", "node"))
+        step = (labels.join(nb, "node", "left")
+                .select("node", F.col("label").alias("old"), F.least("label", F.coalesce("nl", "label")).alias("label")))
+        # Pointer jumping: take the label of one's label, so chains shrink by half each round.
         jump = step.alias("x").join(step.alias("y"), F.col("x.label") == F.col("y.node"), "left")
-        new = jump.select(F.col("x.node").alias("node"),
+        new = jump.select(F.col("x.node").alias("node"), F.col("x.old").alias("old"),
                           F.least(F.col("x.label"), F.coalesce(F.col("y.label"), F.col("x.label"))).alias("label")
                           ).localCheckpoint(eager=False)
-        changed = new.join(labels.withColumnRenamed("label", "old"), "node").where(F.col("label") != F.col("old"))
-        n_changed = changed.count()
-        labels = new
+        n_changed = new.where(F.col("label") != F.col("old")).count()
+        labels = new.select("node", "label")
         log.info("dedupe: connected components of %s, round %d: %d labels changed", what, rnd, n_changed)
         if n_changed == 0:
             return labels

@@ -13,7 +13,8 @@ two small matrix products, so it vectorises. One change from the usual 8x8 squar
 keep the 64 lowest non-DC frequencies in zig-zag order (u+v <= 10 without (10, 0)), because a crop
 of a few percent shifts the image and moves high diagonal frequencies most. On real COCO/CC12M/CIFAR
 images (benchmarks/dedupe_quality.py) this put 88% of 1-4% crops within 10 bits instead of 78%, with
-no more false matches. The median threshold gives exactly 32 one-bits, so every bit carries information.
+no more false matches. The median threshold gives exactly 32 one-bits, so every bit carries information
+(and the distance between two hashes is always even: thresholds 10 and 11 select the same pairs).
 
 The grey 32x32 input comes from `veclip.dedupe.pixels` (PIL BOX resampling, i.e. an area average).
 """

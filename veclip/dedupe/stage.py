@@ -9,9 +9,14 @@ Plan of a run (only bronze rows not yet in silver are processed; rerunning chang
      LSH banding, Hamming threshold) -> new rows grouped by connected components, a group touching an
      existing silver group joins it;
   3. AltTexts shared by `boilerplate_min_groups` image groups are flagged low-information;
-  4. near_text: informative near-equal AltTexts AND images within the looser threshold merge groups;
+  4. near_text: informative near-equal AltTexts AND images within the looser threshold merge groups
+     (text alone never merges: distinct photos sharing a product title stay apart; see text_groups);
   5. keep policy (veclip.dedupe.policy) picks each new group's canonical row; each dropped row gets its
      best match; undecodable images get `hash_error`, no canonical flag, and a quarantine row.
+Incremental: silver rows never change group or canonical flag (only `alt_text_low_info` may turn on
+when their AltText becomes shared), so captions made for kept samples stay valid; a re-crawl of a
+kept photo joins its group; new rows matching two existing groups join the smaller group id (the
+existing groups are not merged).
 Accounting: bronze = silver canonical + silver duplicates + unreadable; duplicates by rule.
 """
 
@@ -95,7 +100,7 @@ def image_groups(new_ok: DataFrame, edges: DataFrame, d: DedupeConfig) -> DataFr
                  .withColumn("label_a", F.coalesce("label", "key")).withColumnRenamed("group", "group_a")
                  .drop("label"))
     return (out.withColumn("node", F.coalesce("group_a", "label_a"))
-               .withColumn("node_existing", F.col("group_a").isNotNull()))
+               .withColumn("node_existing", F.col("group_a").isNotNull()).localCheckpoint(eager=False))
 
 
 def low_info(feats: DataFrame, new_a: DataFrame, existing: DataFrame, d: DedupeConfig):
@@ -104,7 +109,8 @@ def low_info(feats: DataFrame, new_a: DataFrame, existing: DataFrame, d: DedupeC
     texts = feats.where(TG.has_text()).select("alt_text_norm").distinct()
     counted = new_a.select("alt_text_norm", "node").union(
         existing.join(texts, "alt_text_norm", "left_semi").select("alt_text_norm", F.col("dup_group").alias("node")))
-    shared = TG.shared_texts(counted, d.boilerplate_min_groups).select("alt_text_norm", F.lit(True).alias("shared"))
+    shared = (TG.shared_texts(counted, d.boilerplate_min_groups)
+              .select("alt_text_norm", F.lit(True).alias("shared")).localCheckpoint(eager=False))
     new_flags = (feats.join(shared, "alt_text_norm", "left")
                       .select("key", (F.col("alt_text_boilerplate") | F.coalesce("shared", F.lit(False)))
                               .alias("alt_text_low_info")))
@@ -215,8 +221,9 @@ def quarantine_rows(feats: DataFrame, now: dt.datetime) -> DataFrame:
 def write(tables: Tables, feats: DataFrame, silver_new: DataFrame, to_flag: DataFrame, audit: DataFrame,
           report: StageReport) -> None:
     """Audit first (a crash before silver is redone identically), then silver and quarantine."""
-    audit_cols = [f.name for f in DEDUPE_AUDIT.fields if f.name != "key"]
-    tables.merge("dedupe_audit", audit, ["key"], update=audit_cols)
+    if report.counts.get("new_duplicates", 0) or not tables.exists("dedupe_audit"):
+        audit_cols = [f.name for f in DEDUPE_AUDIT.fields if f.name != "key"]
+        tables.merge("dedupe_audit", audit, ["key"], update=audit_cols)
     flagged = (tables.read("silver").join(to_flag, "key", "left_semi").withColumn("alt_text_low_info", F.lit(True))
                if tables.exists("silver") else None)
     src = silver_new if flagged is None else silver_new.unionByName(conform(flagged, SILVER))

@@ -109,11 +109,11 @@ def _evaluate_all(cfg: Config, encoder) -> tuple[list[dict], dict]:
     for spec in e.retrieval:
         data = load_retrieval(spec, e.max_images)
         results.append(evaluate_retrieval(encoder, data, e.batch_size, e.workers))
-        datasets[spec.name] = _lineage(results[-1], data)
+        datasets[spec.name] = _lineage(results[-1], data) if cfg.mlflow.enabled else None
     for spec in e.zeroshot:
         data = load_labelled(spec, e.max_images)
         results.append(evaluate_zeroshot(encoder, data, load_templates(spec.templates), e.batch_size, e.workers))
-        datasets[spec.name] = _lineage(results[-1], data)
+        datasets[spec.name] = _lineage(results[-1], data) if cfg.mlflow.enabled else None
     return results, datasets
 
 
@@ -144,13 +144,15 @@ def run_evaluate(cfg: Config, spark=None, args=None) -> StageReport:
     doc = {"model": ref.describe(), "device": encoder.device, "fingerprint": fp,
            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "settings": cfg.eval.model_dump(mode="json"), "metrics": metrics, "results": results}
+    # The JSON is written first, so that a registry problem cannot lose a long evaluation.
+    path = write_json(doc, cfg.eval.output or default_output(cfg, ref.label))
     if cfg.mlflow.enabled:
         registry.record(ref, results, metrics, fp, datasets)
     if promote:
         doc["promotion"] = registry.promote(ref, cfg.eval.promote_metric, metrics[cfg.eval.promote_metric], fp)
         print(f"promotion: {'PROMOTED' if doc['promotion']['promoted'] else 'kept'} - "
               f"{doc['promotion']['reason']}", flush=True)
-    path = write_json(doc, cfg.eval.output or default_output(cfg, ref.label))
+        write_json(doc, path)
     _log_files(doc, table)
     report.details.update({"model": f"{ref.label} ({ref.kind})", "results": path, "fingerprint": fp})
     if "promotion" in doc:

@@ -215,12 +215,12 @@ def _samples(spark: SparkSession, cfg: Config, todo: list[InputFile], existing: 
 
 def _write(tables: Tables, fated: Optional[DataFrame], planned: dict[str, int], run_time: datetime,
            report: StageReport) -> dict[str, int]:
-    """MERGE the new samples. Bronze is created even when empty, so the next stage finds it."""
+    """MERGE the new samples. Both tables are created even when empty: later stages and notebooks read them."""
     inserted = {}
     for name, keys, rows, schema in (("bronze", ["key"], bronze_rows, BRONZE),
                                      ("quarantine", ["key", "stage"], quarantine_rows, QUARANTINE)):
         inserted[name] = 0
-        if planned[name] or (name == "bronze" and not tables.exists(name)):
+        if planned[name] or not tables.exists(name):
             df = rows(fated, run_time) if fated is not None else tables.spark.createDataFrame([], schema)
             result = tables.merge(name, df, keys)
             inserted[name] = result.inserted

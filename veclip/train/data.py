@@ -210,7 +210,8 @@ class RankStream:
         self.settings, self.rank, self.next_epoch = settings, rank, start_epoch
         n = min(settings.workers, len(files))
         groups = [files[i::n] for i in range(n)]
-        self.expected = [[rows for f in g for rows in f.row_groups] for g in groups]
+        # Per reader, in reading order: (file, row group index, rows the table version says it holds).
+        self.expected = [[(f.url, i, rows) for f in g for i, rows in enumerate(f.row_groups)] for g in groups]
         self.rows_per_epoch = sum(f.rows for f in files)
         self.readers = []
         try:
@@ -243,10 +244,10 @@ class RankStream:
                 except StopIteration:
                     raise GoldDataError(f"train rank {self.rank} epoch {epoch}: reader {i} stopped after "
                                         f"{done[i]} of {len(self.expected[i])} row groups") from None
-                want = self.expected[i][done[i]]
+                url, group, want = self.expected[i][done[i]]
                 if len(chunk.key) != want:
-                    raise GoldDataError(f"train rank {self.rank} epoch {epoch}: reader {i} row group "
-                                        f"{done[i]} came with {len(chunk.key)} rows, the table has {want}")
+                    raise GoldDataError(f"train rank {self.rank} epoch {epoch}: row group {group} of {url} "
+                                        f"came with {len(chunk.key)} rows, the table version says {want}")
                 done[i] += 1
                 yield chunk
 
