@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import os
 import tarfile
 from dataclasses import dataclass
 
@@ -36,9 +37,10 @@ def bronze_rows(shard, n_real: int) -> list[tuple]:
     samples += [("truncated.jpg", samples[0][1][:300]), ("garbage.jpg", b"<html>404 not found</html>")]
 
     def row(name: str, data: bytes) -> tuple:
-        key = hashlib.sha256(f"{shard}\0{name}".encode()).hexdigest()[:24]
+        key = hashlib.sha256(f"{os.path.basename(shard)}\0{name}".encode()).hexdigest()[:24]
         return (key, f"https://example.com/{name}", data, hashlib.sha256(data).hexdigest(), 64, 64, "JPEG", "RGB",
-                f"alt text of {name}", f"alt text of {name}", str(shard), name, "webdataset", dt.datetime(2024, 1, 1))
+                f"alt text of {name}", f"alt text of {name}", os.path.basename(shard), name, "webdataset",
+                dt.datetime(2024, 1, 1))
 
     return [row(name, data) for name, data in samples]
 
@@ -109,6 +111,13 @@ def runs(spark, cc12m_shard, tmp_path_factory):
     out["all"] = tables.read("captions").toPandas()
     out["schema"] = tables.read("captions").schema
     return out
+
+
+def test_gpu_profile_only_where_a_cluster_can_schedule_gpus(spark):
+    from veclip.caption.stage import gpu_profile
+
+    assert gpu_profile(spark, 0) is None
+    assert gpu_profile(spark, 1) is None  # local master: tasks use the first GPU if any, no stage-level scheduling
 
 
 def test_every_canonical_row_gets_one_caption_or_an_error(runs):

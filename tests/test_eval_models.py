@@ -11,6 +11,7 @@ from tests.conftest import shared_path
 from veclip import clip
 from veclip.evaluate.datasets import load_coco
 from veclip.evaluate.embed import embed_images
+from veclip.evaluate.metrics import normalize
 from veclip.evaluate.models import load_encoder, resolve_model
 from veclip.evaluate.retrieval import evaluate_retrieval
 
@@ -85,6 +86,22 @@ def test_every_open_clip_source_gives_the_same_embeddings(sources, images):
     older, _ = embeddings(sources / "ckpt" / "step_00000005.pt", images)
     assert not torch.allclose(older, ref_img, atol=1e-3)
     assert resolve_model(str(sources / "ckpt")).path.endswith("step_00000010.pt")
+
+
+def test_checkpoint_trained_at_another_image_size(tmp_path, images):
+    import open_clip
+
+    clip.register_configs()
+    torch.manual_seed(0)
+    model = open_clip.create_model("veclip-tiny", force_image_size=32)
+    state = {"model": model.state_dict(), "model_name": "veclip-tiny", "image_size": 32, "step": 3,
+             "rng": torch.get_rng_state(), "gold": {"table": "/x/gold", "version": 2}}
+    torch.save(state, tmp_path / "step_00000003.pt")
+    enc = load_encoder(resolve_model(str(tmp_path)), "cpu")
+    assert enc.prepare_image(images[0]).shape == (3, 32, 32)
+    with torch.inference_mode():
+        direct = normalize(model.eval().encode_image(enc.prepare_image(images[0])[None]))
+    assert torch.allclose(enc.encode_images(images[:1]), direct, atol=1e-6)
 
 
 def test_hugging_face_clip_with_t5_tokenizer(tmp_path, images):

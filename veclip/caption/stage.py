@@ -127,7 +127,7 @@ def caption_slice(spark: SparkSession, tables: Tables, rows: DataFrame, expected
 
 
 def ensure_table(spark: SparkSession, tables: Tables) -> None:
-    """Create the captions table empty with exactly the CAPTIONS schema (nullability included)."""
+    """Create the captions table empty, with exactly the CAPTIONS columns and types."""
     if not tables.exists("captions"):
         tables.merge("captions", spark.createDataFrame([], CAPTIONS), KEYS)
 

@@ -183,9 +183,18 @@ def _strip_prefixes(state: dict) -> dict:
     return state
 
 
-def load_checkpoint(path: str, device: str) -> OpenClipEncoder:
+def _build(name: str, image_size: Optional[int]):
+    """(model, preprocess, tokenizer) of architecture `name`, at the image size it was trained at
+    (the trainer records a non-native size as `image_size`; open_clip resizes the position table)."""
+    import open_clip
     from veclip import clip
 
+    clip.model_config(name)  # registers veclip's configs; a clear error for an unknown name
+    model, _, preprocess = open_clip.create_model_and_transforms(name, force_image_size=image_size)
+    return model, preprocess, open_clip.get_tokenizer(name)
+
+
+def load_checkpoint(path: str, device: str) -> OpenClipEncoder:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling problem gets the file named
@@ -194,12 +203,13 @@ def load_checkpoint(path: str, device: str) -> OpenClipEncoder:
         keys = sorted(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"checkpoint {path} lacks 'model' or 'model_name' (found {keys}); expected "
                          "torch.save({'model': state_dict, 'model_name': ..., 'step': ...})")
-    model, _, preprocess, tokenizer = clip.create(ckpt["model_name"])
+    model, preprocess, tokenizer = _build(ckpt["model_name"], ckpt.get("image_size"))
     missing, unexpected = model.load_state_dict(_strip_prefixes(ckpt["model"]), strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint {path} does not fit model '{ckpt['model_name']}': "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    log.info("loaded checkpoint %s (%s, step %s)", path, ckpt["model_name"], ckpt.get("step"))
+    log.info("loaded checkpoint %s (%s, step %s, image size %s)", path, ckpt["model_name"], ckpt.get("step"),
+             ckpt.get("image_size") or "native")
     return OpenClipEncoder(model, preprocess, tokenizer, device)
 
 
