@@ -205,6 +205,7 @@ class ImageServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 128   # the default backlog (5) drops connections of concurrent downloads
 
     def __init__(self, images: dict[str, bytes], slow_s: float = 5.0, big_blocks: int = 64, lifetime_s: float = 600,
                  latency_s: float = 0.0):

@@ -139,11 +139,14 @@ def test_accounting_adds_up(run):
 
 
 def test_rerun_through_the_job_changes_nothing(run):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    out = subprocess.run([sys.executable, "jobs/dedupe.py", "--config", "conf/local.yaml",
-                          "--set", f"paths.root={run['root']}", "--set", "spark.master=local[1]",
+    """`spark-submit jobs/dedupe.py` (a fresh JVM, as a user runs it) on the same root: nothing new."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    spark_submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")
+    out = subprocess.run([spark_submit, "jobs/dedupe.py", "--config", "conf/local.yaml",
+                          "--set", f"paths.root={run['root']}", "--set", "spark.driver_memory=2g",
                           "--set", "spark.shuffle_partitions=2", "--set", "mlflow.enabled=false"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "new_rows" in out.stdout and "MISMATCH" not in out.stdout
     line = next(x for x in out.stdout.splitlines() if x.strip().startswith("new_rows"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
 
 from veclip.config import Config
 
@@ -19,6 +20,11 @@ def rows(model: type[BaseModel], prefix: str = ""):
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             yield from rows(ann, key + ".")
+            continue
+        item = getattr(ann, "__args__", (None,))[0]  # list[Section]: document the entries' fields too
+        if getattr(ann, "__origin__", None) is list and isinstance(item, type) and issubclass(item, BaseModel):
+            yield key, field.get_default(call_default_factory=True), (field.description or "").replace("|", "\\|")
+            yield from rows(item, key + "[].")
             continue
         default = field.get_default(call_default_factory=True)
         yield key, default, (field.description or "").replace("|", "\\|")
@@ -31,7 +37,7 @@ def table(section: str | None = None) -> str:
             continue
         if key.count(".") == 0:
             continue
-        shown = "" if default is None else f"`{default}`"
+        shown = "" if default is None else "*required*" if default is PydanticUndefined else f"`{default}`"
         lines.append(f"| `{key}` | {shown} | {desc} |")
     return "\n".join(lines)
 

@@ -6,6 +6,14 @@ pHash LSH banding, connected components), `text_groups` (low-information texts, 
 `policy` (keep policy, duplicate explanations), `stage` (`run_dedupe`).
 """
 
-from veclip.dedupe.stage import run_dedupe
-
 __all__ = ["run_dedupe"]
+
+
+def __getattr__(name: str):
+    # Lazy: Spark's Python workers import veclip.dedupe.pixels/phash for the UDFs and should not pay
+    # for the driver-side stage (Delta, MLflow config) they never use.
+    if name == "run_dedupe":
+        from veclip.dedupe.stage import run_dedupe
+
+        return run_dedupe
+    raise AttributeError(f"module 'veclip.dedupe' has no attribute {name!r}")

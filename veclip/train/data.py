@@ -150,6 +150,7 @@ def quiet_petastorm() -> None:
     import petastorm.workers_pool.process_pool as process_pool
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
+    warnings.filterwarnings("ignore", message="schema_fields behavior has changed")  # exact names here
     logging.getLogger("petastorm").setLevel(logging.WARNING)  # "Recovering rowgroup information" per reader
     process_pool._KEEP_TRYING_WHILE_ZMQ_AGAIN_IS_RAIZED_TIMEOUT_S = max(
         WORKER_START_TIMEOUT_S, process_pool._KEEP_TRYING_WHILE_ZMQ_AGAIN_IS_RAIZED_TIMEOUT_S)
