@@ -83,14 +83,16 @@ def test_gguf_is_dequantised_once_into_a_safetensors_copy(rewriter):
     assert loader.source.revision_label().startswith("gguf:")
 
 
-def test_batched_generation_matches_one_prompt_at_a_time(rewriter):
+def test_prefix_cached_batches_match_whole_prompts_one_at_a_time(rewriter):
     _, rw = rewriter
+    assert rw.prefix and rw.prefix.endswith("<|im_start|>") and rw.prefix.count("<|im_start|>assistant") == 4
     prompts = [rw.prompt("Eiffel Tower, Paris", "a tall iron tower"),
                rw.prompt("AmazonBasics Laundry Hamper Basket Butler Cart with Wheels and Hanging Rack, White",
                          "a white laundry basket on wheels")]
-    batched = rw.lm.generate(prompts, max_new_tokens=12)
-    single = [rw.lm.generate([p], max_new_tokens=12)[0] for p in prompts]
-    assert [g.text for g in batched] == [g.text for g in single]     # left padding does not leak into outputs
+    cached = rw.lm.generate(prompts, max_new_tokens=12, prefix=rw.prefix)   # shared prefix, mid-padded batch
+    single = [rw.lm.generate([p], max_new_tokens=12)[0] for p in prompts]   # whole prompts, no padding
+    assert rw.lm.use_prefix_cache
+    assert [g.text for g in cached] == [g.text for g in single]
 
 
 def test_real_alt_texts_become_validated_vecaps_or_the_documented_fallback(real_results, rewriter):
@@ -114,7 +116,7 @@ def test_injected_alt_text_does_not_change_what_the_model_does(real_results, rew
     assert "hacked" not in r["vecap"].lower() and "instruction" not in r["vecap"].lower()
     assert "golden retriever" in r["vecap"].lower() or "dog" in r["vecap"].lower()
     # The raw model output itself is a caption, not the injected request.
-    raw = rw.lm.generate([rw.prompt(INJECTION, pairs[-1][1])], max_new_tokens=32)[0].text
+    raw = rw.lm.generate([rw.prompt(INJECTION, pairs[-1][1])], max_new_tokens=32, prefix=rw.prefix)[0].text
     assert "hacked" not in raw.lower(), raw
 
 

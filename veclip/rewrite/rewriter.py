@@ -76,6 +76,8 @@ class Rewriter:
 
     def __init__(self, lm: CausalLM, loader: RewriterLoader):
         self.lm, self.spec, self.params, self.bounds = lm, loader.spec, loader.params, loader.bounds
+        # Instruction + few-shot turns: the same for every sample, so encoded once (KV cache).
+        self.prefix = lm.cacheable_prefix([self.prompt("a", "b"), self.prompt("c", "d")])
 
     def __call__(self, batch: pd.DataFrame) -> list:
         results = self.rewrite(list(batch["alt_text"]), list(batch["caption"]))
@@ -100,7 +102,7 @@ class Rewriter:
         if ask:
             p = self.params
             gens = self.lm.generate([self.prompt(alts[i], caps[i]) for i in ask], p.max_new_tokens,
-                                    p.temperature, p.top_p, p.repetition_penalty)
+                                    p.temperature, p.top_p, p.repetition_penalty, prefix=self.prefix)
             for i, g in zip(ask, gens):
                 results[i] = self.judge(g.text, alts[i], caps[i], g.truncated)
         return results
