@@ -81,8 +81,14 @@ def main(argv=None) -> None:
     p.add_argument("--models", default=os.path.expanduser("~/.cache/veclip/models"),
                    help="paths.models: where the dequantised SmolLM2 copy is kept")
     p.add_argument("--set", action="append", default=[], help="extra config overrides (e.g. rewrite.model=PATH)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of the standalone run (default: torch's; Spark tasks get spark.task.cpus)")
     p.add_argument("--workdir", default=None)
     a = p.parse_args(argv)
+    import torch
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
 
     from veclip.config import load_config
     from veclip.rewrite.rewriter import RewriterLoader
@@ -100,7 +106,8 @@ def main(argv=None) -> None:
     write_tables(spark, Tables(cfg0, spark), pairs, CAPTIONER)
     pairs_df = spark.createDataFrame(pairs)
     print(f"{len(pairs)} rows (real AltTexts + stand-in captions), {a.max_new_tokens} new tokens max, "
-          f"model {cfg0.rewrite.model}, Spark {a.master}, {os.cpu_count()} CPUs, "
+          f"model {cfg0.rewrite.model}, Spark {a.master}, standalone torch threads {torch.get_num_threads()}, "
+          f"{os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
     header = (f"{'batch':>5} {'load':>6} {'standalone':>11} {'spark map':>10} {'ratio':>6} {'stage':>9} {'ratio':>6}"
               f" {'same vecaps':>11} {'fallback':>8}")

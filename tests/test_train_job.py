@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,8 @@ def job(spark, tmp_path_factory):
     write_gold(spark, Tables(cfg, spark).location("gold"), coco_rows(shared_path("coco-mini"), max_side=96), files=4)
     cmd = [str(Path(sys.executable).parent / "spark-submit"), "jobs/train.py", "--config", "conf/local.yaml",
            "--set", f"paths.root={root}", "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
-           "--set", "train.num_processes=2", "--set", f"train.max_steps={STEPS}", "--set", "train.batch_size=16",
+           "--set", "train.num_processes=2", "--set", f"train.max_steps={STEPS}", "--set", "train.epochs=5",
+           "--set", "train.batch_size=16",
            "--set", "train.checkpoint_every=5", "--set", "train.run_name=job-test"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -43,7 +45,9 @@ def job(spark, tmp_path_factory):
 
 def test_job_trains_two_ranks_and_every_row_is_accounted_for(job):
     root, out = job
-    assert "processes                     2" in out and f"steps                        {STEPS}" in out
+    counts = dict(re.findall(r"^  (\w+)\s+([\d,]+)$", out, flags=re.M))
+    assert counts["processes"] == "2" and counts["steps"] == str(STEPS) and counts["epochs_completed"] == "2"
+    assert counts["epoch_rows_streamed"] == counts["epoch_rows_expected"] == "318"  # 159 rows x 2 epochs
     assert "MISMATCH" not in out and out.count("  OK") == 2
     ckpts = sorted(os.path.basename(p) for p in glob.glob(f"{root}/checkpoints/job-test/step_*.pt"))
     assert ckpts == ["step_00000005.pt", f"step_{STEPS:08d}.pt"]

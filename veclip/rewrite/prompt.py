@@ -9,7 +9,8 @@ few-shot examples (user/assistant pairs, the paper's in-context learning). The A
 anyone could have written, so before it is quoted it is cleaned (HTML, Unicode, whitespace: the
 ingest cleaner), stripped of anything that could end the quote or open a new chat turn (chat-template
 tokens, our own delimiter tags, every `<` and `>`, role labels such as `assistant:`), stripped of URLs
-and cut to a bound (CC12M's `<PERSON>` placeholder becomes `PERSON`). What remains is data between tags; the system text says so. Pure functions, no Spark.
+and cut to a bound (CC12M's `<PERSON>` placeholder becomes `PERSON`). What remains is data between
+tags, and the system text says so. Pure functions, no Spark.
 """
 
 from __future__ import annotations
