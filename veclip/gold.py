@@ -21,6 +21,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
 
 from veclip import schemas
 from veclip.config import Config
@@ -108,7 +109,8 @@ def run_gold(cfg: Config, spark: SparkSession, args=None) -> StageReport:
         return report.finish()
 
     df = _joined(cfg, tables)
-    out_schema = df.schema.add("gold_error", "string")
+    # A new StructType: `df.schema.add` would change the DataFrame's own cached schema in place.
+    out_schema = StructType(df.schema.fields + [StructField("gold_error", StringType(), True)])
     done = df.mapInPandas(_reencode(cfg.gold.image_size, cfg.gold.jpeg_quality), out_schema).cache()
     bad = done.where("gold_error IS NOT NULL OR (alt_text IS NULL AND vecap IS NULL)")
     good = done.where("gold_error IS NULL AND (alt_text IS NOT NULL OR vecap IS NOT NULL)")
