@@ -141,7 +141,7 @@ def bronze_parquet(n: int, path: str) -> None:
 
 def run_size(spark, n: int, root: str, timeout_s: float):
     """Fresh root with a bronze table of n rows, then one timed `run_dedupe`: (seconds, report).
-    A watchdog cancels the run's Spark jobs after timeout_s (the run then raises)."""
+    After timeout_s a watchdog cancels the run's Spark jobs, every second until it ends (it raises)."""
     from veclip.config import load_config
     from veclip.dedupe import run_dedupe
     from veclip.schemas import BRONZE
@@ -157,13 +157,19 @@ def run_size(spark, n: int, root: str, timeout_s: float):
     bronze_parquet(n, src)
     df = spark.read.parquet(src)
     Tables(cfg, spark).merge("bronze", df.select(*[df[f.name].cast(f.dataType) for f in BRONZE.fields]), ["key"])
-    watchdog = threading.Timer(max(timeout_s, 1), spark.sparkContext.cancelAllJobs)
-    watchdog.start()
+    done = threading.Event()
     t0 = time.monotonic()
+
+    def watch() -> None:
+        while not done.wait(1.0):
+            if time.monotonic() - t0 > timeout_s:
+                spark.sparkContext.cancelAllJobs()
+
+    threading.Thread(target=watch, daemon=True).start()
     try:
         report = run_dedupe(cfg, spark)
     finally:
-        watchdog.cancel()
+        done.set()
     return time.monotonic() - t0, report
 
 

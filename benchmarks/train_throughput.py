@@ -97,7 +97,11 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--copies", type=int, default=4)
     p.add_argument("--root", default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per process for every run (OMP_NUM_THREADS); default: each trainer's own")
     args = p.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by every trainer process
     work = args.root or tempfile.mkdtemp(prefix="veclip-bench-train-")
     spark, _, plan, rows = bench_gold(work, args.copies)
 
@@ -114,7 +118,8 @@ def main() -> None:
              ["ours, TorchDistributor 2 processes", two["steps"], two["samples_per_s"],
               two["samples_per_s"] / base, f"{two['data_wait_frac']:.1%}"]]
     print(f"\n{args.model}, batch {args.batch} per process, {len(rows)} rows x {args.epochs} epochs, "
-          f"{os.cpu_count()} cores; samples/s of the global batch, first {SKIP} steps left out")
+          f"{os.cpu_count()} cores, threads per process: {args.threads or 'default'}, "
+          f"load average {os.getloadavg()[0]:.1f}; samples/s of the global batch, first {SKIP} steps left out")
     print(table(["trainer", "steps", "samples/s", "vs open_clip_train", "data wait"], lines))
     print(f"2 vs 1 processes: {two['samples_per_s'] / one['samples_per_s']:.2f}x samples/s "
           f"(2 ranks each with batch {args.batch}, on {os.cpu_count()} cores)")

@@ -178,3 +178,29 @@ def test_a_new_run_refuses_a_folder_with_checkpoints_and_resume_finds_the_latest
         pinned_version(load_config(None, ["train.gold_version=5"]), run)
     with pytest.raises(FileNotFoundError, match="no run under"):
         resolve_run(load_config(None, [f"paths.root={tmp_path / 'empty'}"]), resume=True)
+
+
+# -- initial weights and model folders ----------------------------------------------------------
+def test_pretrained_weights_load_from_a_checkpoint_or_an_open_clip_folder(tmp_path):
+    from veclip import clip
+    from veclip.train.model import build, load_weights, save_folder
+
+    torch.manual_seed(0)
+    source = build("veclip-tiny").model
+    save_folder(source, "veclip-tiny", 64, tmp_path / "folder")
+    Checkpoints(tmp_path / "run").save(7, {"model": source.state_dict(), "model_name": "veclip-tiny", "step": 7})
+    for path in (tmp_path / "folder", tmp_path / "run" / "step_00000007.pt"):
+        torch.manual_seed(1)
+        target = build("veclip-tiny").model
+        load_weights(target, path)
+        assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
+    with pytest.raises(ValueError, match="does not fit the model"):
+        load_weights(build("veclip-small").model, tmp_path / "folder")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_weights(source, tmp_path / "nope.pt")
+    # A non-native training size is kept in the saved folder, so evaluation rebuilds the right model.
+    bigger = build("veclip-tiny", image_size=96)
+    save_folder(bigger.model, "veclip-tiny", bigger.image_size, tmp_path / "96")
+    loaded, preprocess, _ = clip.load(tmp_path / "96")
+    pixels = preprocess(Image.new("RGB", (120, 90), (10, 200, 30))).unsqueeze(0)
+    assert pixels.shape[-1] == 96 and loaded.encode_image(pixels).shape == (1, 128)
