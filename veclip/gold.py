@@ -101,7 +101,7 @@ def run_gold(cfg: Config, spark: SparkSession, args=None) -> StageReport:
     versions = input_versions(tables)
     stamp = ",".join(f"{k}={v}" for k, v in versions.items()) + \
         f",captioner={cfg.caption.captioner_id},rewriter={cfg.rewrite.rewriter_id}," \
-        f"size={cfg.gold.image_size},q={cfg.gold.jpeg_quality},require_vecap={cfg.gold.require_vecap}"
+        f"size={cfg.gold.image_size},q={cfg.gold.jpeg_quality},require_vecap={cfg.gold.require_vecap},files={cfg.gold.files}"
     last = _last_build(tables)
     if last is not None and last.get("veclip.inputs") == stamp:
         report.count("rows", tables.read("gold").count())
@@ -119,6 +119,7 @@ def run_gold(cfg: Config, spark: SparkSession, args=None) -> StageReport:
         F.lit(versions["silver"]).cast("long").alias("silver_version"),
         F.lit(versions["captions"]).cast("long").alias("captions_version"),
         F.lit(versions["vecap"]).cast("long").alias("vecap_version"))
+    gold = gold.repartition(cfg.gold.files, "key")
     writer = (gold.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
               .option("delta.enableDeletionVectors", "false"))
     writer.save(tables.location("gold")) if not tables.by_name else writer.saveAsTable(tables.location("gold"))

@@ -46,9 +46,14 @@ MODEL_STAGES = {"train": "veclip.train.stage:run_train", "evaluate": "veclip.eva
 
 
 def run_stage(name: str, cfg: Config, spark: SparkSession, **flags: Any) -> StageReport:
-    """Run one stage (the same function its job calls, with the job's flags) and print its accounting."""
+    """Run one stage (the same function its job calls, with the job's flags) and print its accounting.
+
+    Inside an MLflow run (`with tracking.job_run(cfg, name):`) the report's counts are logged to it, as a
+    job logs them. A report whose accounting does not add up raises, after printing it.
+    """
     import importlib
 
+    from veclip import tracking
     from veclip.pipeline import select
 
     if name in MODEL_STAGES:
@@ -59,7 +64,8 @@ def run_stage(name: str, cfg: Config, spark: SparkSession, **flags: Any) -> Stag
     report = function(cfg, spark, argparse.Namespace(**flags))
     if not report.seconds:
         report.finish()
-    print(report.format())
+    print(report.format(), flush=True)
+    tracking.log_report(report)
     broken = report.broken()
     if broken:
         raise RuntimeError(f"stage {name}: accounting does not add up: {broken}")

@@ -23,7 +23,7 @@ from veclip.config import Config
 from veclip.report import StageReport
 from veclip.train import model_export
 from veclip.train.checkpoint import Checkpoints
-from veclip.train.data import GoldPlan, plan_gold
+from veclip.train.data import GoldPlan, plan_gold, shard_files
 from veclip.train.launch import latest_run, launch
 from veclip.train.logger import Tracking
 from veclip.train.loop import TrainSpec
@@ -107,6 +107,7 @@ def run_train(cfg: Config, spark, args) -> StageReport:
     folder, run = resolve_run(cfg, resume)
     tables = Tables(cfg, spark)
     plan = plan_gold(tables, pinned_version(cfg, run))
+    shard_files(plan.files, 1 if t.mode == "single" else t.num_processes)  # fails here, not in every rank
     if run is None:
         write_run_meta(folder, cfg, plan)
     active = mlflow.active_run()

@@ -1,0 +1,299 @@
+"""The paper's comparison in miniature: CLIP on AltText only, on VeCLIP's mix and on VeCap only,
+at several relevant-AltText rates, each arm with the same model, steps and data, several seeds.
+
+    python -m veclip.demo.reproduce --out ./work/reproduce                 # the full run (2-3 h on 2 quiet cores)
+    python -m veclip.demo.reproduce --out /tmp/repro --quick               # minutes: checks the whole path
+    make reproduce                                                         # the full run, out=./work/reproduce
+
+For each rate r in --rates: a noisy crawl of --n images whose AltTexts name the object for a share r
+of them (veclip.demo.crawl, the same images at every rate), run through the real pipeline
+(ingest -> dedupe -> caption with the demo captioner -> rewrite with SmolLM2 -> gold; the same stage
+functions as `spark-submit jobs/rewrite.py`). Then for each p_vecap in --p and seed in --seeds: train
+CLIP (veclip.train, --model, --steps) on that gold table, where each sample's text is the VeCap with
+probability p, else the AltText, and evaluate the final checkpoint (veclip.evaluate) on the held-out
+"test" parts: zero-shot top-1 per dataset, and image<->text retrieval R@1/5/10 against the
+ground-truth descriptive captions (veclip.demo.describe).
+
+Resumable: each pipeline writes <out>/rate-R/pipeline.json and each arm <out>/arms/<arm>.json when
+done; a rerun skips what is finished. Written at the end (and after every arm): results.csv (one row
+per arm), summary.csv and summary.md (mean ± std over seeds, beside the paper's small-scale rows)
+and results.png. MLflow is off (the JSON files are the record).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from types import SimpleNamespace
+from typing import Optional, Sequence
+
+import pandas as pd
+
+log = logging.getLogger("veclip.demo.reproduce")
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RETRIEVAL = "demo-captions"
+SHOWN = [("zero-shot top-1", "zeroshot_top1"), ("I2T R@1", f"{RETRIEVAL}/i2t_r1"), ("I2T R@5", f"{RETRIEVAL}/i2t_r5"),
+         ("I2T R@10", f"{RETRIEVAL}/i2t_r10"), ("T2I R@1", f"{RETRIEVAL}/t2i_r1"), ("T2I R@5", f"{RETRIEVAL}/t2i_r5"),
+         ("T2I R@10", f"{RETRIEVAL}/t2i_r10")]
+PAPER = """The paper's small-scale rows (VeCLIP, arXiv 2310.07699, ViT-B/16 trained on 3M web pairs;
+**their numbers, not ours**): ImageNet zero-shot top-1 5.46 (CLIP, AltText) -> 15.98 (VeCLIP);
+COCO 5k I2T R@1 5.46 -> 22.30, T2I R@1 3.28 -> 13.01; Flickr30k 1k I2T R@1 12.20 -> 40.60."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    out: str
+    rates: tuple[float, ...] = (0.1, 0.3, 0.6)
+    p_vecap: tuple[float, ...] = (0.0, 0.5, 1.0)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    n: int = 400                   # distinct crawl images per rate
+    steps: int = 250               # optimizer steps per arm
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup: int = 25
+    model: str = "veclip-tiny"
+    eval_n: int = 500              # held-out test images per dataset
+    captioner_dir: Optional[str] = None
+
+    @property
+    def captioner(self) -> str:
+        return self.captioner_dir or os.path.join(self.out, "models", "demo-captioner")
+
+
+QUICK = dict(rates=(0.1, 0.6), p_vecap=(0.0, 1.0), seeds=(0,), n=40, steps=20, batch_size=16, warmup=4, eval_n=50)
+
+
+def say(msg: str) -> None:
+    log.info(msg)
+    print(f"[reproduce] {time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+
+def config(plan: Plan, root: str, *extra: str):
+    from veclip.config import load_config
+
+    return load_config(os.path.join(REPO, "conf", "local.yaml"),
+                       [f"paths.root={root}", "mlflow.enabled=false", "spark.master=local[2]",
+                        "spark.shuffle_partitions=2", f"caption.model={plan.captioner}", *extra])
+
+
+def rate_dir(plan: Plan, rate: float) -> str:
+    return os.path.join(plan.out, f"rate-{rate:g}")
+
+
+# -- data: crawl -> pipeline -> gold, once per rate -------------------------------------------------
+def prepare_rate(plan: Plan, rate: float, spark) -> dict:
+    """Crawl and pipeline of one rate (skipped when pipeline.json says it finished)."""
+    from veclip.demo.crawl import build_crawl
+    from veclip.pipeline import run_pipeline
+
+    folder = rate_dir(plan, rate)
+    done = os.path.join(folder, "pipeline.json")
+    if os.path.isfile(done):
+        with open(done) as f:
+            return json.load(f)
+    crawl = build_crawl(os.path.join(folder, "crawl"), n=plan.n, relevant=rate, seed=0)
+    cfg = config(plan, os.path.join(folder, "root"), f"ingest.inputs={crawl['inputs']}")
+    say(f"rate {rate:g}: pipeline on {crawl['samples']} crawled samples ({crawl['relevant_originals']} relevant "
+        f"AltTexts of {plan.n})")
+    t0 = time.time()
+    report = run_pipeline(cfg, spark, SimpleNamespace(stages=None, retry_errors=False))
+    broken = report.broken()
+    if broken:
+        raise RuntimeError(f"reproduce: the pipeline's accounting for rate {rate:g} does not add up: {broken}")
+    result = {"rate": rate, "root": cfg.paths.root, "seconds": round(time.time() - t0, 1), "crawl": crawl,
+              "counts": dict(report.counts), "stage_seconds": {k: v for k, v in report.details.items()
+                                                               if k.endswith("seconds")}}
+    with open(done, "w") as f:
+        json.dump(result, f, indent=1, default=str)
+    say(f"rate {rate:g}: pipeline done in {result['seconds']:.0f} s ({result['stage_seconds']})")
+    return result
+
+
+# -- arms: train + evaluate -------------------------------------------------------------------------
+def arm_name(rate: float, p: float, seed: int) -> str:
+    return f"rate{rate:g}_p{p:g}_seed{seed}"
+
+
+def train_arm(plan: Plan, rate: float, p: float, seed: int, spark) -> dict:
+    from veclip.train.stage import run_train
+
+    name = arm_name(rate, p, seed)
+    folder = os.path.join(plan.out, "checkpoints", name)
+    if os.path.isdir(folder):           # a half-finished arm from a killed run: start it again
+        import shutil
+        shutil.rmtree(folder)
+    cfg = config(plan, os.path.join(rate_dir(plan, rate), "root"),
+                 f"train.model={plan.model}", f"train.p_vecap={p}", f"train.seed={seed}",
+                 f"train.max_steps={plan.steps}", "train.epochs=1000", f"train.batch_size={plan.batch_size}",
+                 f"train.lr={plan.lr}", f"train.warmup_steps={plan.warmup}", "train.mode=single",
+                 "train.reader_pool=dummy", f"train.checkpoint_dir={folder}", f"train.checkpoint_every={plan.steps}",
+                 "train.keep_checkpoints=1", "train.log_every=50")
+    report = run_train(cfg, spark, SimpleNamespace(resume=False))
+    return {"checkpoint": report.details["final checkpoint"], "steps": report.counts["steps"],
+            "samples": report.counts["samples"], "gold_rows": report.counts["gold_rows"],
+            "samples_per_s": report.details["samples/s (steady)"]}
+
+
+def evaluate_arm(plan: Plan, checkpoint: str, sets: dict, output: str) -> dict:
+    from veclip.evaluate.stage import run_evaluate
+
+    cfg = config(plan, os.path.join(plan.out, "eval-root"), f"eval.model={checkpoint}", f"eval.output={output}",
+                 f"eval.zeroshot={json.dumps(sets['zeroshot'])}", f"eval.retrieval={json.dumps(sets['retrieval'])}",
+                 "eval.device=cpu")
+    run_evaluate(cfg)
+    with open(output) as f:
+        metrics = json.load(f)["metrics"]
+    tops = [v for k, v in metrics.items() if k.endswith("/top1")]
+    metrics["zeroshot_top1"] = sum(tops) / len(tops)
+    return metrics
+
+
+def run_arm(plan: Plan, rate: float, p: float, seed: int, sets: dict, spark) -> dict:
+    name = arm_name(rate, p, seed)
+    path = os.path.join(plan.out, "arms", f"{name}.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    t0 = time.time()
+    trained = train_arm(plan, rate, p, seed, spark)
+    t1 = time.time()
+    metrics = evaluate_arm(plan, trained["checkpoint"], sets, os.path.join(plan.out, "eval", f"{name}.json"))
+    result = {"arm": name, "rate": rate, "p_vecap": p, "seed": seed, **trained, "train_seconds": round(t1 - t0, 1),
+              "eval_seconds": round(time.time() - t1, 1), "metrics": metrics}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+# -- results ----------------------------------------------------------------------------------------
+def results_frame(results: Sequence[dict]) -> pd.DataFrame:
+    rows = [{"arm": r["arm"], "rate": r["rate"], "p_vecap": r["p_vecap"], "seed": r["seed"], **r["metrics"]}
+            for r in results]
+    return pd.DataFrame(rows)
+
+
+def summarise(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per (rate, p_vecap) of the shown metrics."""
+    cols = [c for _, c in SHOWN if c in df]
+    g = df.groupby(["rate", "p_vecap"])[cols]
+    mean, std, n = g.mean(), g.std(ddof=1).fillna(0.0), g.size()
+    out = mean.add_suffix("_mean").join(std.add_suffix("_std"))
+    out["seeds"] = n
+    return out.reset_index()
+
+
+def markdown(summary: pd.DataFrame, plan: Plan) -> str:
+    label = {0.0: "AltText only (CLIP)", 0.5: "mix (VeCLIP)", 1.0: "VeCap only"}
+    head = ["relevant AltTexts", "text used in training"] + [t for t, c in SHOWN if f"{c}_mean" in summary]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for _, row in summary.iterrows():
+        cells = [f"{row.rate:.0%}", label.get(row.p_vecap, f"p_vecap={row.p_vecap:g}")]
+        cells += [f"{row[f'{c}_mean']:.1f} ± {row[f'{c}_std']:.1f}" for t, c in SHOWN if f"{c}_mean" in summary]
+        lines.append("| " + " | ".join(cells) + " |")
+    setup = (f"{plan.model}, {plan.steps} steps of batch {plan.batch_size}, {plan.n} crawl images per rate, "
+             f"seeds {', '.join(map(str, plan.seeds))} (mean ± std); zero-shot top-1 = mean over the test "
+             f"datasets; retrieval against the ground-truth captions of {plan.eval_n} test images per dataset.")
+    return "\n".join(lines) + f"\n\n{setup}\n\n{PAPER}\n"
+
+
+def plot(summary: pd.DataFrame, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(t, c) for t, c in SHOWN if t in ("zero-shot top-1", "I2T R@1", "T2I R@1") and f"{c}_mean" in summary]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+    for ax, (title, col) in zip(list(getattr(axes, "flat", [axes])), panels):
+        for p, part in summary.groupby("p_vecap"):
+            ax.errorbar(part.rate * 100, part[f"{col}_mean"], yerr=part[f"{col}_std"], marker="o", capsize=3,
+                        label={0.0: "AltText only", 0.5: "VeCLIP mix (p=0.5)", 1.0: "VeCap only"}.get(p, f"p={p:g}"))
+        ax.set(title=title, xlabel="relevant AltTexts in the crawl (%)", ylabel="%")
+        ax.grid(alpha=0.3)
+    axes_list = list(getattr(axes, "flat", [axes]))
+    axes_list[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(plan: Plan, results: Sequence[dict]) -> Optional[str]:
+    if not results:
+        return None
+    df = results_frame(results)
+    df.to_csv(os.path.join(plan.out, "results.csv"), index=False)
+    summary = summarise(df)
+    summary.to_csv(os.path.join(plan.out, "summary.csv"), index=False)
+    text = markdown(summary, plan)
+    with open(os.path.join(plan.out, "summary.md"), "w") as f:
+        f.write(text)
+    plot(summary, os.path.join(plan.out, "results.png"))
+    return text
+
+
+# -- the run ----------------------------------------------------------------------------------------
+def run(plan: Plan) -> str:
+    from veclip.demo.captioner import ensure_captioner
+    from veclip.demo.crawl import write_eval_sets
+    from veclip.spark import get_spark
+
+    os.makedirs(plan.out, exist_ok=True)
+    with open(os.path.join(plan.out, "plan.json"), "w") as f:
+        json.dump(asdict(plan), f, indent=1)
+    t0 = time.time()
+    say(f"captioner: {ensure_captioner(plan.captioner)}")
+    sets = write_eval_sets(os.path.join(plan.out, "eval-sets"), plan.eval_n)
+    spark = get_spark(config(plan, os.path.join(plan.out, "spark-root")))
+    try:
+        for rate in plan.rates:
+            prepare_rate(plan, rate, spark)
+        arms = [(r, p, s) for r in plan.rates for p in plan.p_vecap for s in plan.seeds]
+        results = []
+        for i, (rate, p, seed) in enumerate(arms, 1):
+            result = run_arm(plan, rate, p, seed, spark)
+            results.append(result)
+            m = result["metrics"]
+            left = (time.time() - t0) / i * (len(arms) - i)
+            say(f"arm {i}/{len(arms)} {result['arm']}: zero-shot {m['zeroshot_top1']:.1f}%, I2T R@1 "
+                f"{m[f'{RETRIEVAL}/i2t_r1']:.1f}%, T2I R@1 {m[f'{RETRIEVAL}/t2i_r1']:.1f}% "
+                f"(~{left / 60:.0f} min left)")
+            write_results(plan, results)
+    finally:
+        spark.stop()
+    text = write_results(plan, results)
+    say(f"done in {(time.time() - t0) / 60:.1f} min: {plan.out}/summary.md, results.csv, results.png\n{text}")
+    return text
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    def floats(s):
+        return tuple(float(x) for x in s.split(",") if x)
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=os.path.join(os.getcwd(), "work", "reproduce"))
+    p.add_argument("--quick", action="store_true", help="a few minutes: 2 rates, p 0 and 1, 1 seed, tiny data")
+    p.add_argument("--rates", type=floats)
+    p.add_argument("--p", type=floats, help="p_vecap values (default 0,0.5,1)")
+    p.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",") if x))
+    p.add_argument("--n", type=int, help="distinct crawl images per rate")
+    p.add_argument("--steps", type=int, help="training steps per arm")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--eval-n", type=int, help="held-out test images per dataset")
+    p.add_argument("--captioner", help="demo captioner folder (default: <out>/models/demo-captioner)")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fields = dict(QUICK) if a.quick else {}
+    given = {"rates": a.rates, "p_vecap": a.p, "seeds": a.seeds, "n": a.n, "steps": a.steps,
+             "batch_size": a.batch_size, "eval_n": a.eval_n, "captioner_dir": a.captioner}
+    fields.update({k: v for k, v in given.items() if v is not None})
+    run(Plan(out=os.path.abspath(a.out), **fields))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
