@@ -95,7 +95,7 @@ def test_shards_ingest_with_broken_files_quarantined(crawl, spark, make_cfg):
     from veclip.ingest.stage import run_ingest
     from veclip.tables import Tables
 
-    cfg = make_cfg(f"ingest.inputs={crawl['a']['inputs']}")
+    cfg = make_cfg(f"ingest.inputs={crawl['a']['inputs']}", "ingest.files_per_partition=4")   # one task: less start-up
     report = run_ingest(cfg, spark)
     assert report.broken() == []
     tables = Tables(cfg, spark)

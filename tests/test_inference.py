@@ -70,3 +70,18 @@ def test_map_batches_refuses_missing_columns(spark):
     df = spark.createDataFrame([("a",)], "text string")
     with pytest.raises(ValueError, match="columns \\['key'\\] not in input"):
         inference.map_batches(df, load=lambda d: upper, cache_key="x", batch_size=2, keep=["key"], output="o")
+
+
+def torch_threads(device):
+    import torch
+
+    return lambda batch: [str(torch.get_num_threads())] * len(batch)
+
+
+def test_cpu_tasks_run_torch_with_the_task_cores_not_every_core(spark):
+    # Left at torch's default, each of N task slots would run N threads (oversubscribed, many times slower).
+    df = spark.createDataFrame([(f"k{i}",) for i in range(6)], "key string")
+    out = inference.map_batches(df.repartition(2), load=torch_threads, cache_key="test:threads",
+                                batch_size=3, keep=["key"], output="threads").toPandas()
+    task_cpus = int(spark.conf.get("spark.task.cpus", "1"))
+    assert out["threads"].astype(int).tolist() == [task_cpus] * 6

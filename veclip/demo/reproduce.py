@@ -255,7 +255,7 @@ def run(plan: Plan) -> str:
         arms = [(r, p, s) for r in plan.rates for p in plan.p_vecap for s in plan.seeds]
         results = []
         for i, (rate, p, seed) in enumerate(arms, 1):
-            result = run_arm(plan, rate, p, seed, spark)
+            result = run_arm(plan, rate, p, seed, sets, spark)
             results.append(result)
             m = result["metrics"]
             left = (time.time() - t0) / i * (len(arms) - i)
