@@ -120,7 +120,8 @@ def web_alttexts(path: str = WEB_ALTTEXT) -> list[str]:
 def _sku(rng: np.random.Generator) -> str:
     letters = "".join(rng.choice(list("ABCDEFGHJKLMNPRSTUVWXYZ"), 2))
     return rng.choice([f"SKU {rng.integers(10000, 99999)}-{letters}", f"item #{letters}{rng.integers(1000, 9999)}",
-                       f"{letters}-{rng.integers(100, 999)}-{rng.integers(10, 99)}", f"art. {rng.integers(10**6, 10**7)}"])
+                       f"{letters}-{rng.integers(100, 999)}-{rng.integers(10, 99)}",
+                       f"art. {rng.integers(10**6, 10**7)}"])
 
 
 def _file_name(rng: np.random.Generator) -> str:

@@ -1,7 +1,7 @@
 """The paper's comparison in miniature: CLIP on AltText only, on VeCLIP's mix and on VeCap only,
 at several relevant-AltText rates, each arm with the same model, steps and data, several seeds.
 
-    python -m veclip.demo.reproduce --out ./work/reproduce                 # the full run (2-3 h on 2 quiet cores)
+    python -m veclip.demo.reproduce --out ./work/reproduce                 # the full run (hours on 2 cores)
     python -m veclip.demo.reproduce --out /tmp/repro --quick               # minutes: checks the whole path
     make reproduce                                                         # the full run, out=./work/reproduce
 
