@@ -24,7 +24,7 @@ demo: setup
 	bash scripts/demo.sh "$(ROOT)"
 
 reproduce: setup
-	python -m veclip.demo.reproduce --out "$(ROOT)/reproduce" --captioner "$(ROOT)/models/demo-captioner" $(REPRODUCE_ARGS)
+	python -m veclip.demo.reproduce --out "$(ROOT)/reproduce" $(REPRODUCE_ARGS)
 
 mlflow-ui: setup
 	mlflow ui --backend-store-uri sqlite:///$(ROOT)/mlflow.db --port 5000

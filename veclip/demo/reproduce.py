@@ -62,7 +62,7 @@ class Plan:
 
     @property
     def captioner(self) -> str:
-        return self.captioner_dir or os.path.join(self.out, "models", "demo-captioner")
+        return self.captioner_dir or os.path.expanduser("~/.cache/veclip/models/demo-captioner")
 
 
 QUICK = dict(rates=(0.1, 0.6), p_vecap=(0.0, 1.0), seeds=(0,), n=40, steps=20, batch_size=16, warmup=4, eval_n=50)
@@ -284,7 +284,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--steps", type=int, help="training steps per arm")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--eval-n", type=int, help="held-out test images per dataset")
-    p.add_argument("--captioner", help="demo captioner folder (default: <out>/models/demo-captioner)")
+    p.add_argument("--captioner", help="demo captioner folder (default: ~/.cache/veclip/models/demo-captioner, shared with make demo)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     fields = dict(QUICK) if a.quick else {}
