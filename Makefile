@@ -16,6 +16,7 @@ REPRODUCE_ARGS ?=
 
 setup:
 	@bash scripts/setup.sh
+	@bash scripts/datasets.sh
 
 test: setup
 	python -m pytest $(PYTEST_ARGS)
