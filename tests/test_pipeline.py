@@ -3,7 +3,6 @@
 import datetime as dt
 import hashlib
 import io
-import tarfile
 
 import deltalake
 import pytest
@@ -40,16 +39,10 @@ def test_bound_jpeg_shrinks_shorter_side_and_flattens_alpha():
 
 
 def _shard_rows(path, n):
-    rows = []
-    with tarfile.open(path) as tar:
-        members = {m.name: m for m in tar.getmembers()}
-        for name in sorted(members):
-            if name.endswith(".jpg") and len(rows) < n:
-                stem = name[:-4]
-                data = tar.extractfile(members[name]).read()
-                text = tar.extractfile(members[stem + ".txt"]).read().decode()
-                rows.append((stem, data, text))
-    return rows
+    """(key, image bytes, AltText) of the first n samples of the shard."""
+    from tests.bronze_fixture import cc12m_samples
+
+    return [(stem, data, alt) for stem, data, alt, _ in cc12m_samples(path)[:n]]
 
 
 @pytest.fixture(scope="module")
