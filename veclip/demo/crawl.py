@@ -195,11 +195,11 @@ def _originals(s: CrawlSettings, rng: np.random.Generator) -> list[dict]:
         split = sources.load(name, "crawl", limit=max(4 * count, 1000))
         if len(split.labels) < count:
             raise ValueError(f"crawl: the '{name}' crawl part has {len(split.labels)} images, {count} asked")
-        for i in np.sort(rng.choice(len(split.labels), count, replace=False)):
-            cls = split.class_names[int(split.labels[i])]
+        picked = np.sort(rng.choice(len(split.labels), count, replace=False))
+        classes = [split.class_names[int(split.labels[i])] for i in picked]
+        for i, cls, caption in zip(picked, classes, describe.describe_batch(classes, split.images[picked])):
             rows.append({"dataset": name, "source_key": str(split.keys[i]), "label": int(split.labels[i]),
-                         "class_name": cls, "caption": describe.describe(cls, describe.attributes(split.images[i])),
-                         "jpeg": to_jpeg(split.images[i], s.image_side)})
+                         "class_name": cls, "caption": caption, "jpeg": to_jpeg(split.images[i], s.image_side)})
     order = rng.permutation(len(rows))
     return [rows[i] for i in order]
 
@@ -337,6 +337,7 @@ def write_eval_sets(out_dir: str, n: int = 1000, datasets: Sequence[str] = (), i
     for name in names:
         split = sources.load(name, "test", limit=n)
         rows = []
+        captions = describe.describe_batch(split.label_names(), split.images)
         for i in range(len(split.labels)):
             jpeg = to_jpeg(split.images[i], image_side)
             cls = split.class_names[int(split.labels[i])]
@@ -346,7 +347,7 @@ def write_eval_sets(out_dir: str, n: int = 1000, datasets: Sequence[str] = (), i
                 f.write(jpeg)
             coco_images.append({"id": len(coco_images), "file_name": file_name})
             coco_anns.append({"id": len(coco_anns), "image_id": coco_images[-1]["id"],
-                              "caption": describe.describe(cls, describe.attributes(split.images[i]))})
+                              "caption": captions[i]})
         path = os.path.join(out_dir, f"{name}-test.parquet")
         pd.DataFrame(rows).to_parquet(path, index=False)
         classes = os.path.join(out_dir, f"{name}-classes.txt")    # every class, even one a small subset lacks
