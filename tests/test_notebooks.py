@@ -152,6 +152,25 @@ def test_caption_rewrite_shows_rates_and_sample_html(runs):
     assert "random weights" in html  # the tiny captioner is flagged as such
 
 
+def test_pipeline_notebooks_log_one_mlflow_run_per_stage(runs):
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    found = {}
+    for exp in client.search_experiments():
+        for run in client.search_runs([exp.experiment_id]):
+            found.setdefault(run.data.tags.get("veclip.job"), []).append(run)
+    for label, stages in (("01", ("ingest", "dedupe")), ("02", ("caption", "rewrite", "gold"))):
+        ns, _ = runs[label]
+        for stage in stages:
+            [run] = found[stage]  # one run per stage cell
+            assert run.info.status == "FINISHED"
+            report = ns[stage]
+            for key, value in report.counts.items():  # the counts the notebook printed
+                assert run.data.metrics[f"{stage}.{key}"] == float(value)
+            assert client.list_artifacts(run.info.run_id, "reports")[0].path == f"reports/{stage}.txt"
+
+
 def test_train_logs_a_run_and_registers_a_candidate(runs):
     import mlflow
 

@@ -1,9 +1,10 @@
 """The paper's comparison in miniature: CLIP on AltText only, on VeCLIP's mix and on VeCap only,
 at several relevant-AltText rates, each arm with the same model, steps and data, several seeds.
 
-    python -m veclip.demo.reproduce --out ./work/reproduce                 # the full run (hours on 2 cores)
+    python -m veclip.demo.reproduce --out ./work/reproduce                 # the full run (~1.5 h on 2 cores)
     python -m veclip.demo.reproduce --out /tmp/repro --quick               # minutes: checks the whole path
     make reproduce                                                         # the full run, out=./work/reproduce
+    make reproduce REPRODUCE_ARGS=--publish                                # ... then into README.md + docs/
 
 For each rate r in --rates: a noisy crawl of --n images whose AltTexts name the object for a share r
 of them (veclip.demo.crawl, the same images at every rate), run through the real pipeline
@@ -17,7 +18,9 @@ ground-truth descriptive captions (veclip.demo.describe).
 Resumable: each pipeline writes <out>/rate-R/pipeline.json and each arm <out>/arms/<arm>.json when
 done; a rerun skips what is finished. Written at the end (and after every arm): results.csv (one row
 per arm), summary.csv and summary.md (mean ± std over seeds, beside the paper's small-scale rows)
-and results.png. MLflow is off (the JSON files are the record).
+and results.png. MLflow is off (the JSON files are the record). `--publish` then writes summary.md into
+the README's "Does it work?" block and results.png to docs/, so the README's figures are this run's.
+A rerun into the same --out with other n/steps/batch/lr/model/eval_n is refused (its arms would mix).
 """
 
 from __future__ import annotations
@@ -48,10 +51,10 @@ COCO I2T R@1 5.46 -> 22.30 (the figures our issue quotes; check the paper's tabl
 @dataclass(frozen=True)
 class Plan:
     out: str
-    rates: tuple[float, ...] = (0.1, 0.3, 0.6)
+    rates: tuple[float, ...] = (0.1, 0.5)
     p_vecap: tuple[float, ...] = (0.0, 0.5, 1.0)
     seeds: tuple[int, ...] = (0, 1, 2)
-    n: int = 400                   # distinct crawl images per rate
+    n: int = 300                   # distinct crawl images per rate
     steps: int = 250               # optimizer steps per arm
     batch_size: int = 32
     lr: float = 1e-3
@@ -171,6 +174,24 @@ def run_arm(plan: Plan, rate: float, p: float, seed: int, sets: dict, spark) -> 
     return result
 
 
+# Settings that change what a finished arm or pipeline means: a rerun into the same --out must keep them.
+FIXED = ("n", "steps", "batch_size", "lr", "warmup", "model", "eval_n")
+
+
+def check_plan(plan: Plan) -> None:
+    """Refuse to resume an --out folder whose finished arms were made with other settings."""
+    path = os.path.join(plan.out, "plan.json")
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        before = json.load(f)
+    changed = {k: (before.get(k), getattr(plan, k)) for k in FIXED if before.get(k) != getattr(plan, k)}
+    if changed:
+        diff = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items())
+        raise SystemExit(f"reproduce: {plan.out} holds results made with other settings ({diff}); "
+                         "use another --out, or delete the folder to start again")
+
+
 # -- results ----------------------------------------------------------------------------------------
 def results_frame(results: Sequence[dict]) -> pd.DataFrame:
     rows = [{"arm": r["arm"], "rate": r["rate"], "p_vecap": r["p_vecap"], "seed": r["seed"], **r["metrics"]}
@@ -188,7 +209,20 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def markdown(summary: pd.DataFrame, plan: Plan) -> str:
+def data_table(pipelines: Sequence[dict]) -> str:
+    """What each rate's pipeline made of its crawl: rows, how many VeCaps the LLM wrote, time."""
+    lines = ["| relevant AltTexts | crawled | gold rows | LLM VeCaps (rest: fallback) | pipeline |",
+             "| --- | --- | --- | --- | --- |"]
+    for p in pipelines:
+        c = p["counts"]
+        done = c.get("rewrite.rewritten", 0) + c.get("rewrite.fallback", 0)
+        lines.append(f"| {p['rate']:.0%} | {p['crawl']['samples']} | {c.get('gold.rows', 0)} | "
+                     f"{c.get('rewrite.rewritten', 0)} ({c.get('rewrite.rewritten', 0) / max(done, 1):.0%}) | "
+                     f"{p['seconds'] / 60:.0f} min |")
+    return "\n".join(lines)
+
+
+def markdown(summary: pd.DataFrame, plan: Plan, pipelines: Sequence[dict] = (), results: Sequence[dict] = ()) -> str:
     label = {0.0: "AltText only (CLIP)", 0.5: "mix (VeCLIP)", 1.0: "VeCap only"}
     head = ["relevant AltTexts", "text used in training"] + [t for t, c in SHOWN if f"{c}_mean" in summary]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -199,7 +233,14 @@ def markdown(summary: pd.DataFrame, plan: Plan) -> str:
     setup = (f"{plan.model}, {plan.steps} steps of batch {plan.batch_size}, {plan.n} crawl images per rate, "
              f"seeds {', '.join(map(str, plan.seeds))} (mean ± std); zero-shot top-1 = mean over the test "
              f"datasets; retrieval against the ground-truth captions of {plan.eval_n} test images per dataset.")
-    return "\n".join(lines) + f"\n\n{setup}\n\n{PAPER}\n"
+    text = "\n".join(lines) + f"\n\n{setup}\n"
+    if pipelines:
+        arm_s = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in results)
+        pipe_s = sum(p["seconds"] for p in pipelines)
+        text += (f"\n{data_table(pipelines)}\n\nCompute: pipelines {pipe_s / 60:.0f} min, {len(results)} arms "
+                 f"{arm_s / 60:.0f} min (train + evaluate), {(pipe_s + arm_s) / 60:.0f} min in all on "
+                 f"{os.cpu_count()} CPU cores.\n")
+    return text + f"\n{PAPER}\n"
 
 
 def plot(summary: pd.DataFrame, path: str) -> None:
@@ -222,27 +263,66 @@ def plot(summary: pd.DataFrame, path: str) -> None:
     plt.close(fig)
 
 
-def write_results(plan: Plan, results: Sequence[dict]) -> Optional[str]:
+def write_results(plan: Plan, results: Sequence[dict], pipelines: Sequence[dict] = ()) -> Optional[str]:
     if not results:
         return None
     df = results_frame(results)
     df.to_csv(os.path.join(plan.out, "results.csv"), index=False)
     summary = summarise(df)
     summary.to_csv(os.path.join(plan.out, "summary.csv"), index=False)
-    text = markdown(summary, plan)
+    text = markdown(summary, plan, pipelines, results)
     with open(os.path.join(plan.out, "summary.md"), "w") as f:
         f.write(text)
     plot(summary, os.path.join(plan.out, "results.png"))
     return text
 
 
+README_START, README_END = "<!-- reproduce-results:start -->", "<!-- reproduce-results:end -->"
+PUBLISHED_PLOT = "docs/reproduce-results.png"
+
+
+def plan_command(plan: Plan) -> str:
+    """`make reproduce`, with REPRODUCE_ARGS for every setting that differs from the defaults."""
+    flags = {"rates": "--rates", "p_vecap": "--p", "seeds": "--seeds", "n": "--n", "steps": "--steps",
+             "batch_size": "--batch-size", "eval_n": "--eval-n"}
+    default = Plan(out=plan.out)
+    args = []
+    for field, flag in flags.items():
+        value = getattr(plan, field)
+        if value != getattr(default, field):
+            args.append(f"{flag} {','.join(f'{v:g}' for v in value) if isinstance(value, tuple) else value}")
+    return "make reproduce" + (f' REPRODUCE_ARGS="{" ".join(args)}"' if args else "")
+
+
+def publish(plan: Plan, text: str, readme: str = os.path.join(REPO, "README.md")) -> None:
+    """Put summary.md between the README's reproduce-results markers and results.png in docs/."""
+    import shutil
+
+    with open(readme) as f:
+        doc = f.read()
+    if README_START not in doc or README_END not in doc:
+        raise SystemExit(f"reproduce --publish: {readme} has no {README_START} ... {README_END} block")
+    head, rest = doc.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    command = plan_command(plan)
+    block = (f"{README_START}\nFrom `{command}` ({time.strftime('%Y-%m-%d')}), written by `--publish`:\n\n"
+             f"{text.strip()}\n\n![results]({PUBLISHED_PLOT})\n{README_END}")
+    with open(readme, "w") as f:
+        f.write(head + block + tail)
+    target = os.path.join(os.path.dirname(readme), PUBLISHED_PLOT)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copyfile(os.path.join(plan.out, "results.png"), target)
+    say(f"published: {readme} and {target}")
+
+
 # -- the run ----------------------------------------------------------------------------------------
-def run(plan: Plan) -> str:
+def run(plan: Plan, publish_to: Optional[str] = None) -> str:
     from veclip.demo.captioner import ensure_captioner
     from veclip.demo.crawl import write_eval_sets
     from veclip.spark import get_spark
 
     os.makedirs(plan.out, exist_ok=True)
+    check_plan(plan)
     with open(os.path.join(plan.out, "plan.json"), "w") as f:
         json.dump(asdict(plan), f, indent=1)
     t0 = time.time()
@@ -250,8 +330,7 @@ def run(plan: Plan) -> str:
     sets = write_eval_sets(os.path.join(plan.out, "eval-sets"), plan.eval_n)
     spark = get_spark(config(plan, os.path.join(plan.out, "spark-root")))
     try:
-        for rate in plan.rates:
-            prepare_rate(plan, rate, spark)
+        pipelines = [prepare_rate(plan, rate, spark) for rate in plan.rates]
         arms = [(r, p, s) for r in plan.rates for p in plan.p_vecap for s in plan.seeds]
         results = []
         for i, (rate, p, seed) in enumerate(arms, 1):
@@ -262,10 +341,12 @@ def run(plan: Plan) -> str:
             say(f"arm {i}/{len(arms)} {result['arm']}: zero-shot {m['zeroshot_top1']:.1f}%, I2T R@1 "
                 f"{m[f'{RETRIEVAL}/i2t_r1']:.1f}%, T2I R@1 {m[f'{RETRIEVAL}/t2i_r1']:.1f}% "
                 f"(~{left / 60:.0f} min left)")
-            write_results(plan, results)
+            write_results(plan, results, pipelines)
     finally:
         spark.stop()
-    text = write_results(plan, results)
+    text = write_results(plan, results, pipelines)
+    if publish_to:
+        publish(plan, text, publish_to)
     say(f"done in {(time.time() - t0) / 60:.1f} min: {plan.out}/summary.md, results.csv, results.png\n{text}")
     return text
 
@@ -284,6 +365,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--steps", type=int, help="training steps per arm")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--eval-n", type=int, help="held-out test images per dataset")
+    p.add_argument("--publish", nargs="?", const=os.path.join(REPO, "README.md"), metavar="README",
+                   help="at the end, write summary.md into the README's results block and results.png to docs/")
     p.add_argument("--captioner", help="demo captioner folder (default: ~/.cache/veclip/models/demo-captioner, shared with make demo)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -291,7 +374,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     given = {"rates": a.rates, "p_vecap": a.p, "seeds": a.seeds, "n": a.n, "steps": a.steps,
              "batch_size": a.batch_size, "eval_n": a.eval_n, "captioner_dir": a.captioner}
     fields.update({k: v for k, v in given.items() if v is not None})
-    run(Plan(out=os.path.abspath(a.out), **fields))
+    run(Plan(out=os.path.abspath(a.out), **fields), publish_to=a.publish)
     return 0
 
 
