@@ -48,6 +48,7 @@ SHARED_DATA = os.environ.get("VECLIP_SHARED_DATA",
                                           "shared", "data"))
 WEB_ALTTEXT = os.path.join(SHARED_DATA, "web-alttext", "alttext-10k.parquet")
 CRAWL_VERSION = 1      # bump when the generator changes, so cached crawls are rebuilt
+EVAL_VERSION = 2       # bump when the evaluation sets change (2: one image per distinct description)
 
 # How web pages name each class: synonyms, brands and product names (lower-case class name -> names).
 NAMES = {
@@ -319,12 +320,17 @@ def build_crawl(out_dir: str, n: int = 300, relevant: float = 0.3, seed: int = 0
 # -- evaluation sets ----------------------------------------------------------------------------------
 def write_eval_sets(out_dir: str, n: int = 1000, datasets: Sequence[str] = (), image_side: int = 64) -> dict:
     """The held-out test parts as evaluation sets: per dataset a zero-shot parquet (key, label,
-    label_name, jpeg), and one COCO-captions retrieval set whose captions are the describe() ground
-    truth. Returns the eval config entries: {"zeroshot": [...], "retrieval": [...]}; cached by n."""
+    label_name, jpeg) of the first n test images, and one COCO-captions retrieval set whose captions
+    are the describe() ground truth. Many small images share a description ("a grey sneaker on a black
+    background"), and identical captions embed identically, so a tie would decide retrieval: the
+    retrieval set keeps the first image of each distinct description only. Returns the eval config
+    entries {"zeroshot": [...], "retrieval": [...]} and "images" (zero-shot and retrieval images per
+    dataset); cached by n."""
     from veclip.demo import describe, sources
 
     meta_path = os.path.join(out_dir, "eval_sets.json")
-    wanted = {"n": n, "datasets": list(datasets), "image_side": image_side, "version": CRAWL_VERSION}
+    wanted = {"n": n, "datasets": list(datasets), "image_side": image_side, "version": CRAWL_VERSION,
+              "eval_version": EVAL_VERSION}
     if os.path.isfile(meta_path):
         with open(meta_path) as f:
             meta = json.load(f)
@@ -333,21 +339,25 @@ def write_eval_sets(out_dir: str, n: int = 1000, datasets: Sequence[str] = (), i
     images_dir = os.path.join(out_dir, "images")
     os.makedirs(images_dir, exist_ok=True)
     names = _available_datasets(datasets)
-    zeroshot, coco_images, coco_anns = [], [], []
+    zeroshot, coco_images, coco_anns, seen, counts = [], [], [], set(), {}
     for name in names:
         split = sources.load(name, "test", limit=n)
-        rows = []
+        rows, before = [], len(coco_images)
         captions = describe.describe_batch(split.label_names(), split.images)
         for i in range(len(split.labels)):
             jpeg = to_jpeg(split.images[i], image_side)
             cls = split.class_names[int(split.labels[i])]
             rows.append({"key": str(split.keys[i]), "label": int(split.labels[i]), "label_name": cls, "jpeg": jpeg})
+            if captions[i] in seen:
+                continue
+            seen.add(captions[i])
             file_name = f"{name}-{i:05d}.jpg"
             with open(os.path.join(images_dir, file_name), "wb") as f:
                 f.write(jpeg)
             coco_images.append({"id": len(coco_images), "file_name": file_name})
             coco_anns.append({"id": len(coco_anns), "image_id": coco_images[-1]["id"],
                               "caption": captions[i]})
+        counts[name] = {"zeroshot": len(rows), "retrieval": len(coco_images) - before}
         path = os.path.join(out_dir, f"{name}-test.parquet")
         pd.DataFrame(rows).to_parquet(path, index=False)
         classes = os.path.join(out_dir, f"{name}-classes.txt")    # every class, even one a small subset lacks
@@ -360,7 +370,8 @@ def write_eval_sets(out_dir: str, n: int = 1000, datasets: Sequence[str] = (), i
         json.dump({"images": coco_images, "annotations": coco_anns}, f)
     sets = {"zeroshot": zeroshot,
             "retrieval": [{"name": "demo-captions", "format": "coco", "path": os.path.abspath(captions),
-                           "images_dir": os.path.abspath(images_dir), "captions_per_image": 5}]}
+                           "images_dir": os.path.abspath(images_dir), "captions_per_image": 5}],
+            "images": counts}
     with open(meta_path, "w") as f:
         json.dump({"wanted": wanted, "sets": sets}, f, indent=1)
     return sets

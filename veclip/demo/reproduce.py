@@ -157,17 +157,29 @@ def evaluate_arm(plan: Plan, checkpoint: str, sets: dict, output: str) -> dict:
 
 
 def run_arm(plan: Plan, rate: float, p: float, seed: int, sets: dict, spark) -> dict:
+    """Train and evaluate one arm; a finished arm is read back, and only re-evaluated when the
+    evaluation sets changed since (EVAL_VERSION) and its checkpoint is still there."""
+    from veclip.demo.crawl import EVAL_VERSION
+
     name = arm_name(rate, p, seed)
     path = os.path.join(plan.out, "arms", f"{name}.json")
+    output = os.path.join(plan.out, "eval", f"{name}.json")
+    result = None
     if os.path.isfile(path):
         with open(path) as f:
-            return json.load(f)
-    t0 = time.time()
-    trained = train_arm(plan, rate, p, seed, spark)
+            result = json.load(f)
+        if result.get("eval_version") == EVAL_VERSION:
+            return result
+        if not os.path.isfile(result["checkpoint"]):
+            result = None
+    if result is None:
+        t0 = time.time()
+        trained = train_arm(plan, rate, p, seed, spark)
+        result = {"arm": name, "rate": rate, "p_vecap": p, "seed": seed, **trained,
+                  "train_seconds": round(time.time() - t0, 1)}
     t1 = time.time()
-    metrics = evaluate_arm(plan, trained["checkpoint"], sets, os.path.join(plan.out, "eval", f"{name}.json"))
-    result = {"arm": name, "rate": rate, "p_vecap": p, "seed": seed, **trained, "train_seconds": round(t1 - t0, 1),
-              "eval_seconds": round(time.time() - t1, 1), "metrics": metrics}
+    result["metrics"] = evaluate_arm(plan, result["checkpoint"], sets, output)
+    result.update(eval_seconds=round(time.time() - t1, 1), eval_version=EVAL_VERSION)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
@@ -222,7 +234,8 @@ def data_table(pipelines: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def markdown(summary: pd.DataFrame, plan: Plan, pipelines: Sequence[dict] = (), results: Sequence[dict] = ()) -> str:
+def markdown(summary: pd.DataFrame, plan: Plan, pipelines: Sequence[dict] = (), results: Sequence[dict] = (),
+             images: Optional[dict] = None) -> str:
     label = {0.0: "AltText only (CLIP)", 0.5: "mix (VeCLIP)", 1.0: "VeCap only"}
     head = ["relevant AltTexts", "text used in training"] + [t for t, c in SHOWN if f"{c}_mean" in summary]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -232,7 +245,11 @@ def markdown(summary: pd.DataFrame, plan: Plan, pipelines: Sequence[dict] = (), 
         lines.append("| " + " | ".join(cells) + " |")
     setup = (f"{plan.model}, {plan.steps} steps of batch {plan.batch_size}, {plan.n} crawl images per rate, "
              f"seeds {', '.join(map(str, plan.seeds))} (mean ± std); zero-shot top-1 = mean over the test "
-             f"datasets; retrieval against the ground-truth captions of {plan.eval_n} test images per dataset.")
+             f"datasets ({plan.eval_n} test images each); retrieval: image<->text among the ground-truth "
+             f"descriptions of those test images, one image per distinct description")
+    if images:
+        setup += " (" + ", ".join(f"{name} {c['retrieval']}" for name, c in images.items()) + " images)"
+    setup += "."
     text = "\n".join(lines) + f"\n\n{setup}\n"
     if pipelines:
         arm_s = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in results)
@@ -263,14 +280,15 @@ def plot(summary: pd.DataFrame, path: str) -> None:
     plt.close(fig)
 
 
-def write_results(plan: Plan, results: Sequence[dict], pipelines: Sequence[dict] = ()) -> Optional[str]:
+def write_results(plan: Plan, results: Sequence[dict], pipelines: Sequence[dict] = (),
+                  images: Optional[dict] = None) -> Optional[str]:
     if not results:
         return None
     df = results_frame(results)
     df.to_csv(os.path.join(plan.out, "results.csv"), index=False)
     summary = summarise(df)
     summary.to_csv(os.path.join(plan.out, "summary.csv"), index=False)
-    text = markdown(summary, plan, pipelines, results)
+    text = markdown(summary, plan, pipelines, results, images)
     with open(os.path.join(plan.out, "summary.md"), "w") as f:
         f.write(text)
     plot(summary, os.path.join(plan.out, "results.png"))
@@ -341,10 +359,10 @@ def run(plan: Plan, publish_to: Optional[str] = None) -> str:
             say(f"arm {i}/{len(arms)} {result['arm']}: zero-shot {m['zeroshot_top1']:.1f}%, I2T R@1 "
                 f"{m[f'{RETRIEVAL}/i2t_r1']:.1f}%, T2I R@1 {m[f'{RETRIEVAL}/t2i_r1']:.1f}% "
                 f"(~{left / 60:.0f} min left)")
-            write_results(plan, results, pipelines)
+            write_results(plan, results, pipelines, sets.get("images"))
     finally:
         spark.stop()
-    text = write_results(plan, results, pipelines)
+    text = write_results(plan, results, pipelines, sets.get("images"))
     if publish_to:
         publish(plan, text, publish_to)
     say(f"done in {(time.time() - t0) / 60:.1f} min: {plan.out}/summary.md, results.csv, results.png\n{text}")
