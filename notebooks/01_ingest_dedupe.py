@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath(".."))  # the repository root: notebooks/ sits inside it
 
-from veclip import notebook, tracking  # noqa: E402
+from veclip import notebook  # noqa: E402
 
 cfg = notebook.widget_config(dbutils, "conf/databricks.yaml")
 print("tables under:", cfg.tables.catalog, cfg.tables.schema_, "| inputs:", cfg.ingest.inputs)
@@ -30,8 +30,7 @@ print("tables under:", cfg.tables.catalog, cfg.tables.schema_, "| inputs:", cfg.
 
 # COMMAND ----------
 
-with tracking.job_run(cfg, "ingest"):  # one MLflow run per stage, as the jobs log them
-    ingest = notebook.run_stage("ingest", cfg, spark)
+ingest = notebook.run_stage("ingest", cfg, spark)
 
 # COMMAND ----------
 
@@ -43,8 +42,7 @@ display(notebook.quarantine_reasons(cfg, spark))
 
 # COMMAND ----------
 
-with tracking.job_run(cfg, "dedupe"):
-    dedupe = notebook.run_stage("dedupe", cfg, spark)
+dedupe = notebook.run_stage("dedupe", cfg, spark)
 
 # COMMAND ----------
 

@@ -18,25 +18,22 @@ import sys
 
 sys.path.insert(0, os.path.abspath(".."))
 
-from veclip import notebook, tracking  # noqa: E402
+from veclip import notebook  # noqa: E402
 
 cfg = notebook.widget_config(dbutils, "conf/databricks.yaml")
 print("captioner:", cfg.caption.model, "| rewriter:", cfg.rewrite.model)
 
 # COMMAND ----------
 
-with tracking.job_run(cfg, "caption"):  # one MLflow run per stage, as the jobs log them
-    caption = notebook.run_stage("caption", cfg, spark, retry_errors=False)
+caption = notebook.run_stage("caption", cfg, spark, retry_errors=False)
 
 # COMMAND ----------
 
-with tracking.job_run(cfg, "rewrite"):
-    rewrite = notebook.run_stage("rewrite", cfg, spark, retry_errors=False)
+rewrite = notebook.run_stage("rewrite", cfg, spark, retry_errors=False)
 
 # COMMAND ----------
 
-with tracking.job_run(cfg, "gold"):
-    gold = notebook.run_stage("gold", cfg, spark)
+gold = notebook.run_stage("gold", cfg, spark)
 
 # COMMAND ----------
 

@@ -27,7 +27,4 @@ print(f"model {cfg.train.model} | p_vecap {cfg.train.p_vecap} | mode {cfg.train.
 
 # COMMAND ----------
 
-from veclip import tracking  # noqa: E402
-
-with tracking.job_run(cfg, "train"):
-    train = notebook.run_stage("train", cfg, spark, resume=False)
+train = notebook.run_stage("train", cfg, spark, resume=False)

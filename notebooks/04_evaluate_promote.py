@@ -27,7 +27,4 @@ print("evaluating", cfg.eval.model, "| promote:", promote)
 
 # COMMAND ----------
 
-from veclip import tracking  # noqa: E402
-
-with tracking.job_run(cfg, "evaluate"):
-    evaluation = notebook.run_stage("evaluate", cfg, spark, promote=promote)
+evaluation = notebook.run_stage("evaluate", cfg, spark, promote=promote)

@@ -48,8 +48,9 @@ MODEL_STAGES = {"train": "veclip.train.stage:run_train", "evaluate": "veclip.eva
 def run_stage(name: str, cfg: Config, spark: SparkSession, **flags: Any) -> StageReport:
     """Run one stage (the same function its job calls, with the job's flags) and print its accounting.
 
-    Inside an MLflow run (`with tracking.job_run(cfg, name):`) the report's counts are logged to it, as a
-    job logs them. A report whose accounting does not add up raises, after printing it.
+    Like a job, the stage gets its own MLflow run (`tracking.job_run`; nested when one is already active)
+    with the report's counts logged to it. A report whose accounting does not add up raises, after
+    printing it.
     """
     import importlib
 
@@ -61,11 +62,12 @@ def run_stage(name: str, cfg: Config, spark: SparkSession, **flags: Any) -> Stag
         function = getattr(importlib.import_module(module), fn)
     else:
         function = select([name])[0].function()
-    report = function(cfg, spark, argparse.Namespace(**flags))
-    if not report.seconds:
-        report.finish()
-    print(report.format(), flush=True)
-    tracking.log_report(report)
+    with tracking.job_run(cfg, name):
+        report = function(cfg, spark, argparse.Namespace(**flags))
+        if not report.seconds:
+            report.finish()
+        print(report.format(), flush=True)
+        tracking.log_report(report)
     broken = report.broken()
     if broken:
         raise RuntimeError(f"stage {name}: accounting does not add up: {broken}")
