@@ -14,7 +14,7 @@ from veclip.config import ConfigError, load_config
 from veclip.dedupe import phash as P
 from veclip.dedupe import text as T
 from veclip.dedupe.features import band_rows, text_row_features
-from veclip.dedupe.groups import band_widths, probe_masks
+from veclip.dedupe.groups import block_widths, key_masks, shares_key
 from veclip.dedupe.pixels import hash_images, pixel_sha256
 
 
@@ -135,18 +135,40 @@ def test_minhash_bands_find_near_texts_and_not_unrelated_ones():
     assert abs(estimate - 0.6) < 0.1                          # MinHash estimates the Jaccard similarity
 
 
-def test_probe_masks_and_band_widths():
-    assert band_widths(64, 4) == [16] * 4 and band_widths(64, 5) == [13, 13, 13, 13, 12]
-    masks = probe_masks(16, 2)
-    assert len(masks) == 1 + 16 + 120 and len(set(masks)) == len(masks)
-    assert all(bin(m).count("1") <= 2 for m in masks)
+def test_block_index_always_finds_pairs_within_the_guarantee_and_rarely_unrelated_ones():
+    assert block_widths(64, 8) == [8] * 8 and block_widths(64, 5) == [13, 13, 13, 13, 12]
+    masks = key_masks(8, 4)
+    assert len(masks) == 70 and len(set(masks)) == 70 and all(bin(m).count("1") == 32 for m in masks)
+    rng = np.random.default_rng(3)
+    a = rng.integers(-(2**63), 2**63 - 1, size=4000, dtype=np.int64)
+
+    def flip(bits_per_row):
+        masks = [sum(1 << int(b) for b in bits) for bits in bits_per_row]
+        return a ^ np.array(masks, dtype=np.uint64).view(np.int64)
+
+    # Worst case for the index: every flipped bit in a block of its own.
+    spread = [rng.choice(8, d, replace=False) * 8 + rng.integers(0, 8, d) for d in (4, 3, 2, 1) * 1000]
+    assert shares_key(a, flip(spread), 8, 4).all()
+    five = [rng.choice(8, 5, replace=False) * 8 + rng.integers(0, 8, 5) for _ in range(4000)]
+    assert not shares_key(a, flip(five), 8, 4).any()            # 5 blocks differ: beyond the guarantee
+    packed = [rng.choice(8, 2, replace=False)[:, None] * 8 + rng.choice(8, (2, 3), replace=False) for _ in range(4000)]
+    assert shares_key(a, flip([p.ravel() for p in packed]), 8, 4).all()   # 6 bits in 2 blocks: found
+    b = rng.integers(-(2**63), 2**63 - 1, size=4000, dtype=np.int64)
+    assert not shares_key(a, b, 8, 4).any()                     # unrelated: 70 / 2^32 per pair
 
 
 def test_config_is_validated():
     with pytest.raises(ConfigError, match="dedupe.device"):
         load_config(None, ["dedupe.device=tpu"])
-    with pytest.raises(ConfigError, match="phash_bands"):
-        load_config(None, ["dedupe.phash_bands=32"])
-    d = load_config(None, ["dedupe.boilerplate_texts=Example Store", "dedupe.phash_probe_radius=2"]).dedupe
+    with pytest.raises(ConfigError, match="phash_key_blocks"):
+        load_config(None, ["dedupe.phash_key_blocks=1"])          # 8-bit keys: quadratic
+    with pytest.raises(ConfigError, match="phash_key_blocks"):
+        load_config(None, ["dedupe.phash_key_blocks=8"])
+    with pytest.raises(ConfigError, match="phash_index"):
+        load_config(None, ["dedupe.phash_index=bands"])
+    d = load_config(None, ["dedupe.boilerplate_texts=Example Store", "dedupe.phash_blocks=10",
+                           "dedupe.phash_key_blocks=5"]).dedupe
     assert d.boilerplate_texts == ["Example Store"]
-    assert d.phash_guaranteed_hamming == 4 * 3 - 1
+    assert d.phash_guaranteed_hamming == 5 and d.phash_tables == 252
+    assert load_config(None).dedupe.phash_guaranteed_hamming == 4
+    assert load_config(None, ["dedupe.phash_index=exhaustive"]).dedupe.phash_guaranteed_hamming == 64

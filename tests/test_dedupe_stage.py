@@ -183,22 +183,55 @@ def test_new_rows_join_existing_groups_and_old_rows_do_not_change(run, spark):
     assert report.counts["new_duplicates"] == 5 and report.counts["new_canonical"] == 3
 
 
-def test_lsh_banding_finds_every_pair_within_the_guarantee(spark, make_cfg):
-    d = make_cfg().dedupe
-    rng = np.random.default_rng(7)
-    base = rng.integers(-(2**63), 2**63 - 1, size=300, dtype=np.int64)
-    flips = []
-    for i in range(300):                # worst case for banding: the flipped bits spread over all bands
-        bits = np.concatenate([rng.choice(16, 2, replace=False) + 16 * b for b in range(4)])[:7 + i % 4]
-        flips.append(int(np.bitwise_or.reduce(np.left_shift(np.uint64(1), bits.astype(np.uint64)))))
-    near = base ^ np.array(flips, dtype=np.uint64).view(np.int64)
+def _planted(spark, rng, n, bits_of):
+    """n old random hashes and n new ones, each new one = an old one with the bits `bits_of(i)` flipped."""
+    base = rng.integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64)
+    flips = np.array([sum(1 << int(b) for b in bits_of(i)) for i in range(n)], dtype=np.uint64).view(np.int64)
+    near = base ^ flips
     new = spark.createDataFrame([(f"n{i}", int(h)) for i, h in enumerate(near)], "key string, phash long")
     rows = new.selectExpr("key", "phash", "true as is_new").union(spark.createDataFrame(
         [(f"o{i}", int(h), False) for i, h in enumerate(base)], "key string, phash long, is_new boolean"))
-    found = {(r.p, r.q) for r in G.image_candidates(new, rows, d).collect()}
+    return base, near, new, rows
+
+
+def test_block_index_finds_every_pair_within_the_guarantee_and_few_others(spark, make_cfg):
+    d = make_cfg().dedupe
+    rng = np.random.default_rng(7)
+    # Worst case for the index: 1-4 flipped bits, each in a block of its own; then 5 in 5 blocks.
+    spread = lambda i: rng.choice(8, 1 + i % 5, replace=False) * 8 + rng.integers(0, 8, 1 + i % 5)  # noqa: E731
+    base, near, new, rows = _planted(spark, rng, 300, spread)
+    assert G.choose_index(new, rows, d)[0] == "exhaustive"          # auto: 300 x 600 comparisons is small
+    assert G.choose_index(new, rows, make_cfg("dedupe.exhaustive_max_pairs=1000").dedupe)[0] == "blocks"
+    cand, over = G.image_candidates(new, rows, d, "blocks")
+    found = {(r.p, r.q): r.q_hub for r in cand.collect()}
     dist = hamming(base, near)
-    assert all((int(near[i]), int(base[i])) in found for i in range(300) if dist[i] <= 7)
-    assert len(found) < 0.05 * 600 * 300            # candidates, not all pairs
+    assert all(found[(int(near[i]), int(base[i]))] == f"o{i}" for i in range(300) if dist[i] <= 4)
+    assert not any((int(near[i]), int(base[i])) in found for i in range(300) if dist[i] == 5)
+    assert all((int(h), int(h)) in found for h in near)             # each new hash pairs with itself
+    others = sum(1 for p, q in found if p != q)
+    assert 240 <= others < 240 + 10 and over.count() == 0           # the planted pairs, not all pairs
+
+    cand, over = G.image_candidates(new, rows, d, "exhaustive")
+    found = {(r.p, r.q) for r in cand.collect()}
+    assert over is None and len(found) == 300 * 600 and all((int(near[i]), int(base[i])) in found for i in range(300))
+
+
+def test_hub_buckets_are_paired_in_windows_and_counted(spark):
+    from veclip.dedupe.buckets import bucket_pairs, over_cap_counts
+
+    # 1,000 members of one bucket (half new), 3 of another (one new), 2 old ones, a singleton.
+    rows = ([("hub", i, i % 2 == 0) for i in range(1000)] + [("small", 5000 + i, i == 0) for i in range(3)]
+            + [("old", 0, False), ("old", 1, False), ("alone", 0, True)])
+    entries = spark.createDataFrame(rows, "b string, v int, new boolean")
+    pairs, over = bucket_pairs(entries, ["b"], ["v", "new"], "new", cap=100)
+    got = [(r.l_v, r.l_new, r.r_v, r.r_new) for r in pairs.distinct().collect()]
+    assert over_cap_counts(over) == (1, 1000)
+    assert all(l_new for _, l_new, _, _ in got)                     # the new member is on the left
+    hub = {(min(a, b), max(a, b)) for a, _, b, _ in got if a < 5000}
+    assert {(i, i + 1) for i in range(999)} <= hub                  # neighbours in sort order always meet
+    assert {(i, i + 50) for i in range(0, 950, 2)} <= hub and (0, 998) not in hub
+    assert len(hub) < 1000 * 100                                    # not 1000^2 / 2
+    assert {(a, b) for a, _, b, _ in got if a >= 5000} == {(5000, 5001), (5000, 5002)}   # old-old never
 
 
 def test_components_are_transitive_and_existing_groups_never_bridge(spark):

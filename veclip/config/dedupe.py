@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from veclip.config.base import Section
@@ -10,11 +13,22 @@ from veclip.config.base import Section
 class DedupeConfig(Section):
     phash_max_hamming: int = Field(10, ge=0, le=32, description="Two images whose 64-bit pHashes differ in at "
                                    "most this many bits are near-duplicates (rule `near_image`).")
-    phash_bands: int = Field(4, ge=1, le=16, description="LSH bands the pHash is cut into; a candidate pair "
-                             "shares one band up to `phash_probe_radius` bits.")
-    phash_probe_radius: int = Field(1, ge=0, le=2, description="Bits flipped when probing a band (multi-probe "
-                                    "LSH). Pairs within bands*(radius+1)-1 bits are always found; further "
-                                    "ones up to the threshold most of the time.")
+    phash_index: Literal["auto", "blocks", "exhaustive"] = Field(
+        "auto", description="How near-duplicate pHash pairs are found: `blocks` (multi-index hashing: work "
+        "linear in the crawl, pairs beyond phash_blocks - phash_key_blocks bits found only most of the time), "
+        "`exhaustive` (every new hash against every hash: exact at any distance, quadratic), or `auto` "
+        "(exhaustive while new x all distinct hashes <= exhaustive_max_pairs, else blocks).")
+    exhaustive_max_pairs: int = Field(200_000_000, ge=0, description="Largest new x all pHash comparisons "
+                                      "for which `phash_index: auto` searches exhaustively (~1-2 min on 2 cores).")
+    phash_blocks: int = Field(8, ge=2, le=16, description="Blocks the 64-bit pHash is cut into by the `blocks` "
+                              "index. Pairs within phash_blocks - phash_key_blocks bits are always found.")
+    phash_key_blocks: int = Field(4, ge=1, le=15, description="Blocks per index key: one table per choice of "
+                                  "this many blocks (C(8,4) = 70 tables of 32-bit keys by default). Fewer bits "
+                                  "per key collide more: below ~28 bits the work grows with the square of the "
+                                  "crawl again.")
+    bucket_cap: int = Field(200, ge=2, description="Members of one LSH bucket (a pHash key or a MinHash band) "
+                            "that meet each other; a larger bucket is paired only within sliding windows of "
+                            "this many members in sort order (counted in the report as *_buckets_over_cap).")
     text_min_jaccard: float = Field(0.7, gt=0, le=1, description="Word-shingle Jaccard similarity from which "
                                     "two AltTexts are near-duplicates (normalised equal texts have 1.0).")
     text_image_max_hamming: int = Field(16, ge=-1, le=32, description="Near-duplicate AltTexts merge two "
@@ -49,12 +63,25 @@ class DedupeConfig(Section):
         return [v] if isinstance(v, str) else v
 
     @model_validator(mode="after")
-    def _bands_fit(self) -> "DedupeConfig":
-        if 64 // self.phash_bands < 4:
-            raise ValueError(f"phash_bands={self.phash_bands}: bands of fewer than 4 bits match almost anything")
+    def _index_fits(self) -> "DedupeConfig":
+        if self.phash_key_blocks >= self.phash_blocks:
+            raise ValueError(f"phash_key_blocks={self.phash_key_blocks} must be below phash_blocks={self.phash_blocks}")
+        key_bits = 64 * self.phash_key_blocks // self.phash_blocks
+        if key_bits < 16:
+            raise ValueError(f"phash_key_blocks={self.phash_key_blocks} of {self.phash_blocks} blocks: keys of "
+                             f"{key_bits} bits match almost anything")
+        if math.comb(self.phash_blocks, self.phash_key_blocks) > 1000:
+            raise ValueError(f"phash_blocks={self.phash_blocks}, phash_key_blocks={self.phash_key_blocks}: "
+                             f"{math.comb(self.phash_blocks, self.phash_key_blocks)} index tables (at most 1000)")
         return self
 
     @property
+    def phash_tables(self) -> int:
+        """Index tables (one key per table per hash) of the `blocks` index."""
+        return math.comb(self.phash_blocks, self.phash_key_blocks)
+
+    @property
     def phash_guaranteed_hamming(self) -> int:
-        """Largest distance the banding always finds (pigeonhole over bands, each probed to the radius)."""
-        return self.phash_bands * (self.phash_probe_radius + 1) - 1
+        """Largest distance always found (blocks, and auto on a large crawl: pigeonhole, at most that many
+        blocks differ; exhaustive: every distance)."""
+        return 64 if self.phash_index == "exhaustive" else self.phash_blocks - self.phash_key_blocks

@@ -1,7 +1,8 @@
 """Duplicate edges and groups, in Spark: exact-hash stars, pHash LSH banding, connected components.
 
     edges = exact_edges(new, rows, "pixel_sha256", "exact_pixels")
-    edges = near_image_edges(new, rows, cfg.dedupe)             # never an all-pairs join
+    cand, over = image_candidates(new, rows, cfg.dedupe)        # block index: never an all-pairs join
+    edges = near_image_edges(new, cand, cfg.dedupe.phash_max_hamming)
     labels = connected_components(edges.select("a", "b"), max_iterations=40)
 
 Edges have columns a (a new row's key), b (the other row's key), rule, hamming, text_jaccard. `rows`
@@ -9,10 +10,16 @@ is every row that can be matched (new and already in silver) with `is_new`; `new
 
 - Exact rules link each row to one hub per hash value (an existing row if there is one, else the
   smallest key): linear in the rows however many copies share a hash.
-- Near images: each distinct pHash of a new row is cut into `phash_bands` bands; each band is probed
-  with every flip of up to `phash_probe_radius` bits and joined on (band, value) with the bands of
-  every distinct pHash. Two hashes within bands*(radius+1)-1 bits always share a probed band
-  (pigeonhole); candidates are then kept when their Hamming distance is within the threshold.
+- Near images (`phash_index: blocks`, multi-index hashing): each distinct pHash is cut into
+  `phash_blocks` blocks; there is one index table per choice of `phash_key_blocks` of them, keyed by
+  the hash's bits in those blocks. Hashes sharing a key are candidates (veclip.dedupe.buckets, with
+  its cap on hub buckets); candidates are kept at Hamming distance <= the threshold. Two hashes
+  within phash_blocks - phash_key_blocks bits always share a key (pigeonhole: at most that many
+  blocks differ); further ones share one when their differing bits fall in few blocks. With the
+  default 8 blocks and keys of 4 (70 tables of 32-bit keys), an unrelated pair shares a key with
+  probability 70 / 2^32 = 1.6e-8: candidates per row grow by 0.16 per 10^7 rows, not with the square.
+  `phash_index: exhaustive` compares every new hash with every hash (exact at any distance, quadratic);
+  `auto` (the default) does that while it costs at most `exhaustive_max_pairs` comparisons.
 - Connected components: min-label propagation with pointer jumping, each round a Spark job, until no
   label changes (rounds grow with log of the longest chain), checkpointed each round.
 """
@@ -21,11 +28,15 @@ from __future__ import annotations
 
 import itertools
 import logging
+from typing import Optional
+
+import numpy as np
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from veclip.config.dedupe import DedupeConfig
+from veclip.dedupe.buckets import bucket_pairs
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +50,10 @@ def hamming_col(x: Column, y: Column) -> Column:
 
 def hubs(rows: DataFrame, col: str) -> DataFrame:
     """One hub per value of `col`: an existing row when there is one (is_new false sorts first), else
-    the smallest key. Returns (col, hub, hub_phash)."""
+    the smallest key. Returns (col, hub, hub_phash, has_new: a new row has this value)."""
     best = F.min(F.struct(F.col("is_new"), F.col("key"), F.col("phash")))
-    return (rows.where(F.col(col).isNotNull()).groupBy(col).agg(best.alias("h"))
-                .select(col, F.col("h.key").alias("hub"), F.col("h.phash").alias("hub_phash")))
+    return (rows.where(F.col(col).isNotNull()).groupBy(col).agg(best.alias("h"), F.max("is_new").alias("has_new"))
+                .select(col, F.col("h.key").alias("hub"), F.col("h.phash").alias("hub_phash"), "has_new"))
 
 
 def exact_edges(new: DataFrame, rows: DataFrame, col: str, rule: str) -> DataFrame:
@@ -54,45 +65,84 @@ def exact_edges(new: DataFrame, rows: DataFrame, col: str, rule: str) -> DataFra
                        F.lit(None).cast("double").alias("text_jaccard")))
 
 
-def band_widths(bits: int, bands: int) -> list[int]:
-    """Split `bits` into `bands` near-equal widths (the first ones one bit wider)."""
-    base, extra = divmod(bits, bands)
-    return [base + (1 if i < extra else 0) for i in range(bands)]
+def block_widths(bits: int, blocks: int) -> list[int]:
+    """Split `bits` into `blocks` near-equal widths (the first ones one bit wider)."""
+    base, extra = divmod(bits, blocks)
+    return [base + (1 if i < extra else 0) for i in range(blocks)]
 
 
-def probe_masks(width: int, radius: int) -> list[int]:
-    """XOR masks of every flip of up to `radius` bits inside a band of `width` bits (0 included)."""
-    masks = [0]
-    for r in range(1, radius + 1):
-        for bits in itertools.combinations(range(width), r):
-            masks.append(sum(1 << b for b in bits))
-    return masks
-
-
-def band_values(phash: Column, bands: int) -> Column:
-    """array<struct<band int, v bigint>>: each band's bits of the hash, as a small number."""
+def block_masks(blocks: int) -> list[int]:
+    """The bit mask of each block of a 64-bit hash, lowest bits first."""
     out, offset = [], 0
-    for i, w in enumerate(band_widths(64, bands)):
-        v = F.shiftrightunsigned(phash, offset).bitwiseAND(F.lit((1 << w) - 1))
-        out.append(F.struct(F.lit(i).alias("band"), v.alias("v")))
+    for w in block_widths(64, blocks):
+        out.append(((1 << w) - 1) << offset)
         offset += w
-    return F.array(*out)
+    return out
 
 
-def image_candidates(new: DataFrame, rows: DataFrame, cfg: DedupeConfig) -> DataFrame:
-    """Distinct pHash pairs (p of a new row, q of any row) sharing a probed band: (p, q, q_hub, hamming)."""
-    width = max(band_widths(64, cfg.phash_bands))
-    masks = F.array(*[F.lit(m) for m in probe_masks(width, cfg.phash_probe_radius)])
-    left = (new.where(F.col("phash").isNotNull()).select(F.col("phash").alias("p")).distinct()
-               .select("p", F.explode(band_values(F.col("p"), cfg.phash_bands)).alias("bv"))
-               .select("p", F.col("bv.band").alias("band"),
-                       F.explode(F.transform(masks, lambda m: F.col("bv.v").bitwiseXOR(m))).alias("v")))
-    right = (hubs(rows.where(F.col("phash").isNotNull()), "phash")
-             .select(F.col("phash").alias("q"), F.col("hub").alias("q_hub"),
-                     F.explode(band_values(F.col("phash"), cfg.phash_bands)).alias("bv"))
-             .select("q", "q_hub", F.col("bv.band").alias("band"), F.col("bv.v").alias("v")))
-    return (left.join(right, on=["band", "v"]).select("p", "q", "q_hub").distinct()
-                .withColumn("hamming", hamming_col(F.col("p"), F.col("q"))))
+def key_masks(blocks: int, key_blocks: int) -> list[int]:
+    """One mask per index table: the union of `key_blocks` of the `blocks` blocks, every combination."""
+    masks = block_masks(blocks)
+    return [sum(masks[i] for i in combo) for combo in itertools.combinations(range(blocks), key_blocks)]
+
+
+def shares_key(a: np.ndarray, b: np.ndarray, blocks: int, key_blocks: int) -> np.ndarray:
+    """True where two int64 pHashes land in one bucket of the block index: >= key_blocks equal blocks.
+
+    The numpy twin of the Spark index, for benchmarks and tests."""
+    x = np.bitwise_xor(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)).view(np.uint64)
+    equal = np.zeros(x.shape, dtype=np.int64)
+    for m in block_masks(blocks):
+        equal += (x & np.uint64(m)) == 0
+    return equal >= key_blocks
+
+
+def _signed(mask: int) -> int:
+    """A 64-bit mask as the signed long Spark literals need."""
+    return mask - (1 << 64) if mask >= 1 << 63 else mask
+
+
+def index_keys(phash: Column, masks: list[int]) -> Column:
+    """array<struct<table int, v bigint>>: the hash's bits under each table's mask."""
+    return F.array(*[F.struct(F.lit(t).alias("table"), phash.bitwiseAND(F.lit(_signed(m))).alias("v"))
+                     for t, m in enumerate(masks)])
+
+
+def choose_index(new: DataFrame, rows: DataFrame, cfg: DedupeConfig) -> tuple[str, str]:
+    """(index, why): `phash_index`, with auto resolved by counting the comparisons an exhaustive search needs."""
+    if cfg.phash_index != "auto":
+        return cfg.phash_index, "set in config"
+    n_new = new.where(F.col("phash").isNotNull()).select("phash").distinct().count()
+    n_all = rows.where(F.col("phash").isNotNull()).select("phash").distinct().count()
+    index = "exhaustive" if n_new * n_all <= cfg.exhaustive_max_pairs else "blocks"
+    return index, f"auto: {n_new:,} new x {n_all:,} distinct hashes (exhaustive up to {cfg.exhaustive_max_pairs:,})"
+
+
+def image_candidates(new: DataFrame, rows: DataFrame, cfg: DedupeConfig,
+                     index: str = "blocks") -> tuple[DataFrame, Optional[DataFrame]]:
+    """Distinct pHash pairs (p of a new row, q of any row, p = q included): (p, q, q_hub, hamming), and
+    the buckets over `bucket_cap` (column n; None for the exhaustive index).
+
+    blocks: the hash is cut into `phash_blocks` blocks; one table per choice of `phash_key_blocks` of
+    them; two hashes are candidates when they agree on every block of some table. exhaustive: every
+    new hash against every hash (all pairs; small crawls only).
+    """
+    hub = hubs(rows.where(F.col("phash").isNotNull()), "phash")
+    if index == "exhaustive":
+        left = new.where(F.col("phash").isNotNull()).select(F.col("phash").alias("p")).distinct()
+        pairs = left.crossJoin(hub.select(F.col("phash").alias("q"), F.col("hub").alias("q_hub")))
+        return pairs.withColumn("hamming", hamming_col(F.col("p"), F.col("q"))), None
+    if index != "blocks":
+        raise ValueError(f"unknown pHash index {index!r} (blocks or exhaustive)")
+    masks = key_masks(cfg.phash_blocks, cfg.phash_key_blocks)
+    entries = (hub.select("phash", F.col("has_new").alias("new"),
+                          F.explode(index_keys(F.col("phash"), masks)).alias("k"))
+                  .select(F.col("k.table").alias("table"), F.col("k.v").alias("v"), "phash", "new"))
+    found, over = bucket_pairs(entries, ["table", "v"], ["phash", "new"], "new", cfg.bucket_cap)
+    selves = hub.where("has_new").select(F.col("phash").alias("p"), F.col("phash").alias("q"))
+    pairs = found.select(F.col("l_phash").alias("p"), F.col("r_phash").alias("q")).union(selves).distinct()
+    pairs = pairs.join(hub.select(F.col("phash").alias("q"), F.col("hub").alias("q_hub")), "q")
+    return pairs.select("p", "q", "q_hub", hamming_col(F.col("p"), F.col("q")).alias("hamming")), over
 
 
 def near_image_edges(new: DataFrame, candidates: DataFrame, max_hamming: int) -> DataFrame:

@@ -34,6 +34,7 @@ from veclip.config import Config
 from veclip.config.dedupe import DedupeConfig
 from veclip.dedupe import groups as G
 from veclip.dedupe import text_groups as TG
+from veclip.dedupe.buckets import over_cap_counts
 from veclip.dedupe.features import image_features, text_features
 from veclip.dedupe.policy import RULES, choose_canonical, explain_duplicates
 from veclip.progress import SparkProgress
@@ -81,12 +82,27 @@ def existing_rows(tables: Tables, spark: SparkSession) -> DataFrame:
     return spark.createDataFrame([], schema).withColumn("is_new", F.lit(False))
 
 
+def count_candidates(report: StageReport, rule: str, pairs: DataFrame, over: Optional[DataFrame], cap: int) -> None:
+    """<rule>_candidate_pairs, and the LSH buckets over the cap with the rows in them."""
+    if over is not None:
+        buckets, members = over_cap_counts(over)
+        report.count(f"{rule}_buckets_over_cap", buckets)
+        report.count(f"{rule}_rows_in_buckets_over_cap", members)
+        if buckets:
+            log.warning("dedupe: %d %s LSH buckets hold more than %d members (%d in all): each is paired "
+                        "within sliding windows only", buckets, rule, cap, members)
+    report.count(f"{rule}_candidate_pairs", pairs.count())
+
+
 def image_edges(new_ok: DataFrame, existing: DataFrame, d: DedupeConfig, report: StageReport) -> DataFrame:
     """exact_bytes + exact_pixels + near_image edges of new rows, with b's existing group (b_group)."""
     cols = ["key", "is_new", "image_sha256", "pixel_sha256", "phash"]
     rows = new_ok.select(*cols).union(existing.where(F.col("hash_error").isNull()).select(*cols))
-    cand = G.image_candidates(new_ok, rows, d).localCheckpoint(eager=False)
-    report.count("image_candidate_pairs", cand.count())
+    index, why = G.choose_index(new_ok, rows, d)
+    report.details["phash_index"] = f"{index} ({why})"
+    cand, over = G.image_candidates(new_ok, rows, d, index)
+    cand = cand.localCheckpoint(eager=False)
+    count_candidates(report, "image", cand.where(F.col("p") != F.col("q")), over, d.bucket_cap)
     edges = (G.exact_edges(new_ok, rows, "image_sha256", "exact_bytes")
              .union(G.exact_edges(new_ok, rows, "pixel_sha256", "exact_pixels"))
              .union(G.near_image_edges(new_ok, cand, d.phash_max_hamming)))
@@ -130,8 +146,9 @@ def text_edges(new_a: DataFrame, existing: DataFrame, to_flag: DataFrame, d: Ded
                            "alt_text_norm", (F.col("alt_text_low_info") | F.col("f").isNotNull()).alias("low_info"),
                            "phash"))
     rows = new_a.withColumn("low_info", F.col("alt_text_low_info")).select(*cols).union(old.select(*cols))
-    cand = TG.text_candidates(rows, d).localCheckpoint(eager=False)
-    report.count("text_candidate_pairs", cand.count())
+    cand, over = TG.text_candidates(rows, d)
+    cand = cand.localCheckpoint(eager=False)
+    count_candidates(report, "text", cand, over, d.bucket_cap)
     return TG.near_text_edges(cand, d).localCheckpoint(eager=False)
 
 
@@ -256,6 +273,12 @@ def count_totals(tables: Tables, report: StageReport) -> None:
     report.identity("silver duplicates = sum of rules", ["silver_duplicates"], [f"dup_{r}" for r in RULES])
 
 
+def index_summary(d: DedupeConfig) -> str:
+    """One line on how near-duplicate pairs are searched, for the report."""
+    return (f"pHash index {d.phash_index}: blocks = {d.phash_tables} tables of {d.phash_key_blocks} of "
+            f"{d.phash_blocks} blocks; LSH buckets capped at {d.bucket_cap}")
+
+
 def run_dedupe(cfg: Config, spark: SparkSession, args=None) -> StageReport:
     """Deduplicate the bronze rows not yet in silver against each other and against silver."""
     d = cfg.dedupe
@@ -276,6 +299,7 @@ def run_dedupe(cfg: Config, spark: SparkSession, args=None) -> StageReport:
     report.details["thresholds"] = (f"pHash <= {d.phash_max_hamming} bits (always found <= "
                                     f"{d.phash_guaranteed_hamming}); text Jaccard >= {d.text_min_jaccard} "
                                     f"with pHash <= {d.text_image_max_hamming}")
+    report.details["index"] = index_summary(d)
     report.finish()
     log.info("dedupe accounting:\n%s", report.format())
     return report

@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from veclip.config.dedupe import DedupeConfig
+from veclip.dedupe.buckets import bucket_pairs
 from veclip.dedupe.features import jaccard_col, text_bands
 from veclip.dedupe.groups import hamming_col
 
@@ -49,19 +50,20 @@ def _representatives(rows: DataFrame) -> DataFrame:
                         F.col("r.key").alias("key"), F.col("r.phash").alias("phash")))
 
 
-def text_candidates(rows: DataFrame, cfg: DedupeConfig) -> DataFrame:
+TEXT_FIELDS = ["alt_text_norm", "key", "node", "node_existing", "phash", "has_new"]
+
+
+def text_candidates(rows: DataFrame, cfg: DedupeConfig) -> tuple[DataFrame, DataFrame]:
     """Pairs of representatives in different image groups, at least one with a new row, that share a
-    MinHash band: (l_*, r_*) columns, each pair once."""
+    MinHash band: (l_*, r_*) columns, each pair once; and the bands over `bucket_cap` (column n).
+
+    A band shared by thousands of near-identical product titles is paired only within sliding
+    windows of `bucket_cap` texts in alphabetical order (veclip.dedupe.buckets): never a quadratic join."""
     eligible = rows.where(has_text() & ~F.col("low_info") & F.col("phash").isNotNull())
     reps = text_bands(_representatives(eligible), cfg)
-    exploded = reps.select("*", F.posexplode("text_bands").alias("band", "bkey")).drop("text_bands")
-    side = ["key", "node", "node_existing", "alt_text_norm", "phash", "has_new"]
-    left = exploded.where("has_new").select("band", "bkey", *[F.col(c).alias("l_" + c) for c in side])
-    right = exploded.select("band", "bkey", *[F.col(c).alias("r_" + c) for c in side])
-    pairs = (left.join(right, on=["band", "bkey"]).where(F.col("l_node") != F.col("r_node"))
-                 .drop("band", "bkey").distinct())
-    # A pair of two groups with new rows is found from both sides: keep the one with the smaller key left.
-    return pairs.where(~(F.col("r_has_new") & (F.col("r_key") < F.col("l_key"))))
+    entries = reps.select(F.posexplode("text_bands").alias("band", "bkey"), *TEXT_FIELDS)
+    pairs, over = bucket_pairs(entries, ["band", "bkey"], TEXT_FIELDS, "has_new", cfg.bucket_cap)
+    return pairs.where(F.col("l_node") != F.col("r_node")).distinct(), over
 
 
 def near_text_edges(candidates: DataFrame, cfg: DedupeConfig) -> DataFrame:
