@@ -11,7 +11,8 @@ first of `fields`, and paired inside windows of `cap` members that start every `
 of at most `cap` members is one window (every pair); a larger one (a hub: thousands of product
 titles sharing a band, a flood of near-identical banners) costs about 2 x cap pairs per member,
 and pairs further apart than cap/2 in its sort order are not formed. Buckets whose members are all
-old (already in silver) or that hold one member are dropped before any pair is formed.
+old (already in silver) or that hold one member are dropped by counting, before any member is
+collected: the work is one aggregation over the entries plus the pairs themselves.
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ def bucket_pairs(entries: DataFrame, by: Sequence[str], fields: Sequence[str], n
     """
     if cap < 2:
         raise ValueError(f"bucket cap must be >= 2, got {cap}")
+    # Sizes first (a plain count, cheap to aggregate): nearly every bucket of a random hash holds one
+    # member, and only the others are collected.
+    sizes = (entries.groupBy(*by).agg(F.count(F.lit(1)).alias("n"), F.max(F.col(new)).alias("any_new"))
+                    .where((F.col("n") >= 2) & F.col("any_new")).localCheckpoint(eager=False))
+    over = sizes.where(F.col("n") > cap).select("n")
     member = F.struct(*[F.col(f) for f in fields])
-    grouped = (entries.groupBy(*by)
-                      .agg(F.count(F.lit(1)).alias("n"), F.max(F.col(new)).alias("any_new"),
-                           F.collect_list(member).alias("m"))
-                      .where((F.col("n") >= 2) & F.col("any_new"))
-                      .select("n", F.array_sort("m").alias("m"))
-                      .localCheckpoint(eager=False))
-    over = grouped.where(F.col("n") > cap).select("n")
+    grouped = (entries.join(sizes.select(*by, "n"), list(by))
+                      .groupBy(*by, "n").agg(F.array_sort(F.collect_list(member)).alias("m")))
     windows = grouped.select(F.explode(_windows(F.col("n"), cap)).alias("w"), "m").select(
         F.slice("m", F.col("w") + 1, cap).alias("c"))
     lefts = windows.select(F.posexplode("c").alias("i", "x"), "c")

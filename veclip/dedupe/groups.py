@@ -135,6 +135,7 @@ def image_candidates(new: DataFrame, rows: DataFrame, cfg: DedupeConfig,
     if index != "blocks":
         raise ValueError(f"unknown pHash index {index!r} (blocks or exhaustive)")
     masks = key_masks(cfg.phash_blocks, cfg.phash_key_blocks)
+    hub = hub.localCheckpoint(eager=False)          # read twice: bucket sizes, then members
     entries = (hub.select("phash", F.col("has_new").alias("new"),
                           F.explode(index_keys(F.col("phash"), masks)).alias("k"))
                   .select(F.col("k.table").alias("table"), F.col("k.v").alias("v"), "phash", "new"))

@@ -60,7 +60,7 @@ def text_candidates(rows: DataFrame, cfg: DedupeConfig) -> tuple[DataFrame, Data
     A band shared by thousands of near-identical product titles is paired only within sliding
     windows of `bucket_cap` texts in alphabetical order (veclip.dedupe.buckets): never a quadratic join."""
     eligible = rows.where(has_text() & ~F.col("low_info") & F.col("phash").isNotNull())
-    reps = text_bands(_representatives(eligible), cfg)
+    reps = text_bands(_representatives(eligible), cfg).localCheckpoint(eager=False)   # MinHash once
     entries = reps.select(F.posexplode("text_bands").alias("band", "bkey"), *TEXT_FIELDS)
     pairs, over = bucket_pairs(entries, ["band", "bkey"], TEXT_FIELDS, "has_new", cfg.bucket_cap)
     return pairs.where(F.col("l_node") != F.col("r_node")).distinct(), over
