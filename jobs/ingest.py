@@ -2,6 +2,7 @@
 
     spark-submit jobs/ingest.py --config conf/local.yaml --set paths.root=DIR --set ingest.inputs=SHARD
     python jobs/ingest.py --set ingest.inputs='[/crawl/*.tar, /crawl/urls.csv]' --input more.tar
+    python jobs/ingest.py --set ingest.inputs=/crawl --retry-quarantined   # retry timeouts, 5xx, cut shards
 
 Inputs: img2dataset webdataset shards (.tar) or parquet, URL tables (parquet/CSV/JSONL, images are
 downloaded) and VeCap JSON ({url: caption}). Re-running adds nothing; new files ingest only
@@ -19,6 +20,9 @@ from veclip.cli import run_job  # noqa: E402
 def add_args(parser):
     parser.add_argument("--input", action="append", default=[], metavar="PATH",
                         help="an input file, glob or folder, added to ingest.inputs (repeatable)")
+    parser.add_argument("--retry-quarantined", action="store_true",
+                        help="try again the samples quarantined for a transient reason (timeout, DNS, 5xx/429, "
+                             "truncated, damaged file); same as --set ingest.retry_quarantined=true")
 
 
 def run_ingest(cfg, spark, args):

@@ -25,4 +25,4 @@ def add_args(p):
 
 
 if __name__ == "__main__":
-    sys.exit(run_job("rewrite", run_pipeline, __doc__, add_args))
+    sys.exit(run_job("rewrite", run_pipeline, __doc__, add_args, lock=False))  # locked stage by stage

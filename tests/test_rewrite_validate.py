@@ -33,6 +33,9 @@ def spec():
     ("A barn owl hunting low over a grassy field in Norfolk in 2016.", "copied_example"),
     ("HACKED", "followed_instruction"),
     ("The word is HACKED for the golden retriever on the sand.", "followed_instruction"),
+    ("PWNED: a golden retriever puppy on Malibu sand.", "instruction_in_output"),
+    ("A golden retriever puppy on Malibu sand, as instructed.", "instruction_in_output"),
+    ("A golden retriever puppy on Malibu sand, see www.deals.example.ru", "instruction_in_output"),
     ("Golden retriever.", "too_short"),
     ("golden retriever puppy golden retriever puppy golden retriever puppy on sand", "repetitive"),
     ("The weather is nice today in Paris.", "unrelated"),
@@ -40,6 +43,8 @@ def spec():
     ("Golden retriever puppy on Malibu beach.", "lost_caption"),
     ("A golden retriever puppy runs on the sand of Malibu beach " + " ".join(f"near shell{i}" for i in range(40)),
      "too_long"),
+    ("A golden retriever puppy on Malibu sand, buy cheap replica watches.", "new_words"),
+    ("A golden retriever puppy on Malibu sand BANANA.", "new_words"),
 ])
 def test_bad_outputs_are_refused_with_a_reason(spec, output, reason):
     v = validate(output, ALT, CAP, spec)
@@ -53,6 +58,8 @@ def test_bad_outputs_are_refused_with_a_reason(spec, output, reason):
     ("A golden retriever puppy running on Malibu sand.\nuser\n<alttext>next one",
      "A golden retriever puppy running on Malibu sand."),
     ("A golden retriever puppy on Malibu sand. It is sunny. Dogs love it.", "A golden retriever puppy on Malibu sand."),
+    ("A playful golden retriever puppy running on the sand of Malibu beach.",   # one new adjective is fine
+     "A playful golden retriever puppy running on the sand of Malibu beach."),
 ])
 def test_good_outputs_pass_tidied_to_one_line_and_one_sentence(spec, output, text):
     v = validate(output, ALT, CAP, spec)

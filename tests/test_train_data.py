@@ -6,6 +6,7 @@ rows in 4 files, version 1 appends 39 more in one file.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -161,3 +162,23 @@ def test_a_run_killed_with_sigkill_and_resumed_ends_with_the_same_weights(gold, 
         assert torch.allclose(tensor, b["model"][name], atol=1e-5), name
     moved = sum((tensor - whole.load(step=whole.steps()[0])["model"][n]).abs().sum() for n, tensor in a["model"].items())
     assert moved > 0  # training changed the weights after the earlier checkpoint
+
+
+def test_resume_falls_back_past_a_corrupt_latest_checkpoint_and_ends_with_the_same_weights(gold, tmp_path):
+    plan = gold["v0"]
+    first, ckpts = spec_file(tmp_path, plan, "corrupt", "dummy")
+    finish(start(first))
+    assert ckpts.steps() == [STEPS - 4, STEPS]
+    done = ckpts.load()
+    latest = ckpts.path(STEPS)
+    latest.write_bytes(latest.read_bytes()[:4096])  # the last checkpoint lost its tail
+    proc = start(spec_file(tmp_path, plan, "corrupt", "dummy", resume=True)[0])
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert f"checkpoint {latest} is unreadable" in err.decode()  # the warning names the bad file
+    summary = json.loads((tmp_path / "corrupt" / "summary.json").read_text())
+    assert summary["resumed_from"] == STEPS - 4 and summary["steps"] == STEPS
+    again = ckpts.load()  # step STEPS written again, from the good checkpoint before it
+    assert again["step"] == STEPS and (tmp_path / "corrupt" / "ckpt" / f"step_{STEPS:08d}.pt.corrupt").is_file()
+    for name, tensor in done["model"].items():
+        assert torch.allclose(tensor, again["model"][name], atol=1e-5), name

@@ -91,6 +91,62 @@ def test_a_half_written_checkpoint_is_never_the_latest(tmp_path):
     assert ckpts.steps() == [1] and ckpts.load()["step"] == 1
 
 
+def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_one_before_is_loaded(tmp_path, caplog):
+    ckpts = Checkpoints(tmp_path, keep=3)
+    for step in (4, 8, 12):
+        ckpts.save(step, {"model": {"w": torch.full((64,), float(step))}, "step": step})
+    latest = ckpts.path(12)
+    latest.write_bytes(latest.read_bytes()[:300])  # a disk that lost the tail of the file
+    with caplog.at_level("WARNING", logger="veclip.train.checkpoint"):
+        state = ckpts.load()
+    assert state["step"] == 8 and ckpts.steps() == [4, 8]
+    assert f"checkpoint {latest} is unreadable" in caplog.text and "falling back to the one before" in caplog.text
+    assert (tmp_path / "step_00000012.pt.corrupt").is_file()  # kept for inspection, out of the step list
+    ckpts.path(8).write_bytes(b"not a checkpoint at all")
+    ckpts.path(4).write_bytes(b"")
+    with pytest.raises(RuntimeError, match="no readable checkpoint"):
+        ckpts.load()
+    with pytest.raises(FileNotFoundError):
+        ckpts.load(step=12)  # an explicit step never falls back
+
+
+def test_a_checkpoint_is_registered_once_and_candidate_is_not_moved_by_a_rerun(tmp_path):
+    import mlflow
+
+    from veclip.train import model_export
+    from veclip.train.model import build
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    mlflow.set_experiment("register-once")
+    torch.manual_seed(0)
+    built = build("veclip-tiny")
+    ckpts = Checkpoints(tmp_path / "checkpoints" / "run-a")
+    state = {"model": built.model.state_dict(), "model_name": "veclip-tiny", "image_size": built.image_size}
+    first = str(ckpts.save(10, {**state, "step": 10}))
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(jpeg, "JPEG")
+
+    def export(checkpoint):
+        with mlflow.start_run() as run:  # every job (and every --resume) has its own MLflow run
+            return model_export.export(checkpoint, "clip-once", jpeg.getvalue(), "a red square"), run.info.run_id
+
+    v1, run1 = export(first)
+    v1_again, _ = export(first)              # the finished run resumed: the same final checkpoint
+    client = mlflow.MlflowClient()
+    assert v1_again == v1 and len(client.search_model_versions("name='clip-once'")) == 1
+    version = client.get_model_version("clip-once", v1)
+    assert version.run_id == run1 and version.tags["veclip.train_run"] == "run-a"
+    assert version.tags["veclip.checkpoint_step"] == "10" and len(version.tags["veclip.checkpoint_sha256"]) == 64
+    later = str(ckpts.save(20, {**state, "step": 20}))  # a new checkpoint is a new version
+    v2, _ = export(later)
+    assert v2 != v1 and str(client.get_model_version_by_alias("clip-once", "candidate").version) == v2
+    assert export(first)[0] == v1            # re-exporting the old one moves nothing
+    assert str(client.get_model_version_by_alias("clip-once", "candidate").version) == v2
+    assert len(client.search_model_versions("name='clip-once'")) == 2
+
+
 # -- samples (what petastorm's workers run) -----------------------------------------------------
 def test_crop_box_stays_inside_and_keeps_the_area_fraction():
     rng = random.Random(0)

@@ -18,44 +18,41 @@ import logging
 from typing import Iterator, Optional
 
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from veclip import schemas
 from veclip.config import Config
+from veclip.imaging import DEFAULT_MAX_PIXELS, load_rgb, set_pixel_limit
 from veclip.report import StageReport
 from veclip.tables import Tables, canonical_samples
 
 log = logging.getLogger(__name__)
 
 
-def bound_jpeg(data: bytes, short_side: int, quality: int) -> bytes:
-    """Decode, apply EXIF orientation, convert to RGB, shrink the shorter side to `short_side`, JPEG."""
-    with Image.open(io.BytesIO(data)) as im:
-        im = ImageOps.exif_transpose(im)
-        if im.mode != "RGB":
-            # Transparent pixels become white, not black: the usual look of web images on a page.
-            rgba = im.convert("RGBA")
-            im = Image.new("RGB", rgba.size, (255, 255, 255))
-            im.paste(rgba, mask=rgba.getchannel("A"))
-        w, h = im.size
-        scale = short_side / min(w, h)
-        if scale < 1:
-            im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC)
-        out = io.BytesIO()
-        im.save(out, format="JPEG", quality=quality)
-        return out.getvalue()
+def bound_jpeg(data: bytes, short_side: int, quality: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """Decode (veclip.imaging.load_rgb: bounded memory, EXIF orientation, 16-bit grey scaled,
+    transparency on white), shrink the shorter side to `short_side`, encode as JPEG."""
+    im = load_rgb(data, short_side, max_pixels)
+    w, h = im.size
+    scale = short_side / min(w, h)
+    if scale < 1:
+        im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    im.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
 
 
-def _reencode(short_side: int, quality: int):
+def _reencode(short_side: int, quality: int, max_pixels: int = DEFAULT_MAX_PIXELS):
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        set_pixel_limit(max_pixels)  # in the worker process that decodes
         for pdf in frames:
             images, errors = [], []
             for data in pdf["image"]:
                 try:
-                    images.append(bound_jpeg(data, short_side, quality))
+                    images.append(bound_jpeg(data, short_side, quality, max_pixels))
                     errors.append(None)
                 except Exception as e:  # noqa: BLE001 - recorded per row, sent to quarantine
                     images.append(None)
@@ -111,7 +108,8 @@ def run_gold(cfg: Config, spark: SparkSession, args=None) -> StageReport:
     df = _joined(cfg, tables)
     # A new StructType: `df.schema.add` would change the DataFrame's own cached schema in place.
     out_schema = StructType(df.schema.fields + [StructField("gold_error", StringType(), True)])
-    done = df.mapInPandas(_reencode(cfg.gold.image_size, cfg.gold.jpeg_quality), out_schema).cache()
+    done = df.mapInPandas(_reencode(cfg.gold.image_size, cfg.gold.jpeg_quality, cfg.ingest.max_pixels),
+                          out_schema).cache()
     bad = done.where("gold_error IS NOT NULL OR (alt_text IS NULL AND vecap IS NULL)")
     good = done.where("gold_error IS NULL AND (alt_text IS NOT NULL OR vecap IS NOT NULL)")
     gold = good.select(

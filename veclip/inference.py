@@ -84,6 +84,14 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"[:1000]
 
 
+def error_kind(column: str):
+    """Spark column: the exception type an `error` value starts with (`UndecodableImage: ...` ->
+    `UndecodableImage`, as `_describe` writes it); null where there is no error."""
+    from pyspark.sql import functions as F
+
+    return F.when(F.col(column).isNotNull(), F.substring_index(F.col(column), ":", 1))
+
+
 def predict_rows(predict: Predict, batch: pd.DataFrame) -> list[tuple[str | None, str | None]]:
     """(output, error) per row. A failing batch is split in halves until the failure is isolated."""
     try:

@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from veclip.config import Config, load_config
+from veclip.locking import root_lock
 from veclip.report import StageReport
 from veclip.tables import Tables
 
@@ -48,7 +49,7 @@ MODEL_STAGES = {"train": "veclip.train.stage:run_train", "evaluate": "veclip.eva
 def run_stage(name: str, cfg: Config, spark: SparkSession, **flags: Any) -> StageReport:
     """Run one stage (the same function its job calls, with the job's flags) and print its accounting.
 
-    Like a job, the stage gets its own MLflow run (`tracking.job_run`; nested when one is already active)
+    Like a job, the stage holds the root's lock while it runs (`veclip.locking`) and gets its own MLflow run (`tracking.job_run`; nested when one is already active)
     with the report's counts logged to it. A report whose accounting does not add up raises, after
     printing it.
     """
@@ -62,7 +63,7 @@ def run_stage(name: str, cfg: Config, spark: SparkSession, **flags: Any) -> Stag
         function = getattr(importlib.import_module(module), fn)
     else:
         function = select([name])[0].function()
-    with tracking.job_run(cfg, name):
+    with tracking.job_run(cfg, name), root_lock(cfg, f"notebook stage {name}"):
         report = function(cfg, spark, argparse.Namespace(**flags))
         if not report.seconds:
             report.finish()

@@ -6,7 +6,8 @@
 Each stage declares the tables it reads and writes; before Spark runs anything the plan is checked:
 every table a selected stage reads must exist already or be written by an earlier selected stage.
 Every stage skips finished work (keys already in its output table), so a rerun after a crash or a
-kill completes only what is missing. The pipeline's MLflow run holds each stage's counts and
+kill completes only what is missing. Each stage holds the root's lock (`veclip.locking`) while it runs,
+so two jobs on one root take turns stage by stage. The pipeline's MLflow run holds each stage's counts and
 timings, the table versions, the model ids, the prompt file and an HTML gallery of samples.
 """
 
@@ -21,6 +22,7 @@ from typing import Callable, Optional, Sequence
 from pyspark.sql import SparkSession
 
 from veclip.config import Config
+from veclip.locking import root_lock
 from veclip.report import StageReport
 from veclip.tables import Tables
 
@@ -87,7 +89,8 @@ def run_pipeline(cfg: Config, spark: SparkSession, args) -> StageReport:
     summary = StageReport("pipeline")
     for stage in stages:
         log.info("=== stage %s ===", stage.name)
-        report = stage.function()(cfg, spark, args)
+        with root_lock(cfg, f"pipeline stage {stage.name}"):   # another job on this root waits, or fails clearly
+            report = stage.function()(cfg, spark, args)
         if not report.seconds:
             report.finish()
         print(report.format(), flush=True)

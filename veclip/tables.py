@@ -3,17 +3,25 @@
     tables = Tables(cfg, spark)
     tables.merge("bronze", df, keys=["key"])                 # insert rows whose key is new
     tables.merge("captions", df, keys=["key", "captioner"], update=["caption", "error"])
+    tables.delete("quarantine", keys_df, keys=["key", "stage"])  # rows matching keys_df go
     tables.read("silver").filter("is_canonical")
 
 Locally a table is a Delta directory `<paths.root>/<prefix><name>` that any Delta reader
 (delta-rs, polars, DuckDB) can open; with `tables.schema` set it is a metastore table
 `<catalog>.<schema>.<prefix><name>` (Unity Catalog on Databricks).
+
+Several jobs on one root: each write is tagged (Delta commit `userMetadata`), and its MergeResult
+(counts and version) is read from that commit, never from "the latest commit", which may be another
+job's. A create or MERGE that loses a race to another writer is retried (`locking.retry_conflicts`);
+locally the jobs also serialise on the root's lock (`locking.root_lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import uuid
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -21,8 +29,11 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from veclip.config import Config
+from veclip.locking import retry_conflicts
 
 log = logging.getLogger(__name__)
+
+USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,7 @@ class MergeResult:
     inserted: int
     updated: int
     version: int
+    deleted: int = 0
 
 
 class Tables:
@@ -91,32 +103,79 @@ class Tables:
         if missing:
             raise ValueError(f"merge into '{name}': key column(s) {missing} not in {df.columns}")
         src = df.dropDuplicates(list(keys))
+        # A lost race (another job created the table or committed first) is retried: the MERGE is by
+        # key, so the retry inserts only the rows the other job did not.
+        return retry_conflicts(lambda: self._upsert(name, src, keys, update, partition_by), f"merge into '{name}'")
+
+    def _upsert(self, name: str, src: DataFrame, keys: Sequence[str], update: Optional[Sequence[str]],
+                partition_by: Sequence[str]) -> MergeResult:
+        tag = _commit_tag(name)
         if not self.exists(name):
-            writer = src.write.format("delta").mode("errorifexists")
+            writer = src.write.format("delta").mode("errorifexists").option("userMetadata", tag)
             if partition_by:
                 writer = writer.partitionBy(*partition_by)
             if self.by_name:
                 writer.saveAsTable(self.location(name))
             else:
                 writer.save(self.location(name))
-            n = self.read(name).count()
-            log.info("created table %s with %d rows", name, n)
-            return MergeResult(name, n, 0, self.version(name))
+            result = self._own_commit(name, tag, -1)
+            log.info("created table %s with %d rows", name, result.inserted)
+            return result
         before = self.version(name)
         cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
         m = self._delta(name).alias("t").merge(src.alias("s"), cond)
         if update:
             m = m.whenMatchedUpdate(set={c: f"s.`{c}`" for c in update})
-        m.whenNotMatchedInsertAll().execute()
-        return self._last_merge(name, before)
+        with self._tagged(tag):
+            m.whenNotMatchedInsertAll().execute()
+        return self._own_commit(name, tag, before)
 
-    def _last_merge(self, name: str, before: int) -> MergeResult:
-        row = self._delta(name).history(1).select("version", "operationMetrics").first()
-        if int(row["version"]) == before:  # nothing changed: Delta wrote no commit
+    @contextlib.contextmanager
+    def _tagged(self, tag: str):
+        """Commits made in the block carry `tag` as their userMetadata (the session's own value restored)."""
+        previous = self.spark.conf.get(USER_METADATA, None)
+        self.spark.conf.set(USER_METADATA, tag)
+        try:
+            yield
+        finally:
+            if previous is None:
+                self.spark.conf.unset(USER_METADATA)
+            else:
+                self.spark.conf.set(USER_METADATA, previous)
+
+    def _own_commit(self, name: str, tag: str, before: int) -> MergeResult:
+        """Counts and version of the commit tagged `tag` (this write's), not of the table's latest commit.
+        No such commit: the write changed nothing and Delta committed nothing (version `before`)."""
+        from pyspark.sql import functions as F
+
+        for limit in (100, None):   # the other jobs' commits since ours are few; else read all history
+            history = self._delta(name).history(limit) if limit else self._delta(name).history()
+            row = history.where(F.col("userMetadata") == tag).select("version", "operation", "operationMetrics").first()
+            if row is not None:
+                break
+        if row is None:
             return MergeResult(name, 0, 0, before)
         metrics = row["operationMetrics"] or {}
-        return MergeResult(name, int(metrics.get("numTargetRowsInserted", 0)),
-                           int(metrics.get("numTargetRowsUpdated", 0)), int(row["version"]))
+        inserted = metrics.get("numOutputRows", 0) if row["operation"] != "MERGE" else \
+            metrics.get("numTargetRowsInserted", 0)
+        return MergeResult(name, int(inserted), int(metrics.get("numTargetRowsUpdated", 0)), int(row["version"]),
+                           int(metrics.get("numTargetRowsDeleted", 0)))
+
+    def delete(self, name: str, keys_df: DataFrame, keys: Sequence[str]) -> MergeResult:
+        """Delete the rows of table `name` that match a row of `keys_df` on `keys` (a MERGE, so the
+        keys may be a DataFrame of any size); safe to rerun. `deleted` says how many went."""
+        if not self.exists(name):
+            return MergeResult(name, 0, 0, -1)
+        cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+        src = keys_df.select(*keys).dropDuplicates(list(keys))
+
+        def delete() -> MergeResult:
+            tag, before = _commit_tag(name), self.version(name)
+            with self._tagged(tag):
+                self._delta(name).alias("t").merge(src.alias("s"), cond).whenMatchedDelete().execute()
+            return self._own_commit(name, tag, before)
+
+        return retry_conflicts(delete, f"delete from '{name}'")
 
     def missing(self, source: DataFrame, name: str, keys: Sequence[str], where: Optional[str] = None) -> DataFrame:
         """Rows of `source` with no row in table `name` on `keys` (optionally among rows matching `where`).
@@ -129,6 +188,11 @@ class Tables:
         if where:
             done = done.where(where)
         return source.join(done.select(*keys).distinct(), on=list(keys), how="left_anti")
+
+
+def _commit_tag(name: str) -> str:
+    """A unique userMetadata for one write, by which its commit is found in the table's history."""
+    return f"veclip:{name}:{os.getpid()}:{uuid.uuid4().hex}"
 
 
 def canonical_samples(tables: Tables):

@@ -4,15 +4,16 @@
     predict = load("cuda:0")                                  # loads the model (once per worker)
     predict(batch_df)  # -> one caption str, or an Exception for a row that failed on its own
 
-A row whose bytes do not decode, or whose cleaned caption is empty, gets its own exception; the
-rest of the batch is captioned. An exception raised by generation itself (CUDA out-of-memory,
-...) fails the batch, which veclip.inference.map_batches splits and retries.
+A row whose bytes do not decode (or announce more than `max_pixels` pixels), or whose cleaned caption
+is empty, gets its own exception; the rest of the batch is captioned. Images are decoded by
+veclip.imaging.load_rgb, shared with gold: bounded memory, 16-bit grey scaled, alpha on white.
+An exception raised by generation itself (CUDA out-of-memory, ...) fails the batch, which
+veclip.inference.map_batches splits and retries.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -22,6 +23,9 @@ import pandas as pd
 
 from veclip.caption.clean import clean_caption
 from veclip.caption.models import Captioner, CaptionerSpec
+from veclip.imaging import DEFAULT_MAX_PIXELS, UndecodableImage, load_rgb, set_pixel_limit
+
+__all__ = ["CaptionLoader", "EmptyCaption", "UndecodableImage", "caption_batch", "caption_images", "decode_image"]
 
 log = logging.getLogger(__name__)
 
@@ -30,42 +34,23 @@ log = logging.getLogger(__name__)
 DECODE_MAX_SIDE = 1024
 
 
-class UndecodableImage(ValueError):
-    """The image bytes of a row could not be decoded."""
-
-
 class EmptyCaption(ValueError):
     """Nothing was left of a generated caption after cleaning."""
 
 
-def decode_image(data: Optional[bytes], max_side: int = DECODE_MAX_SIDE):
-    """Bytes -> upright RGB PIL image (transparency flattened on white); UndecodableImage if broken."""
-    from PIL import Image, ImageOps
-
-    if data is None or len(data) == 0:
-        raise UndecodableImage("no image bytes")
-    try:
-        img = Image.open(io.BytesIO(bytes(data)))
-        img.draft("RGB", (max_side, max_side))
-        img = ImageOps.exif_transpose(img)
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-            canvas.paste(rgba, mask=rgba.getchannel("A"))
-            return canvas
-        return img.convert("RGB")
-    except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
-        raise UndecodableImage(f"{type(err).__name__}: {err}") from None
+def decode_image(data: Optional[bytes], max_side: int = DECODE_MAX_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """Bytes -> upright RGB PIL image, bounded in memory (veclip.imaging.load_rgb); UndecodableImage if broken."""
+    return load_rgb(data, max_side, max_pixels)
 
 
-def caption_batch(captioner: Captioner, max_chars: int, column: str,
-                  batch: pd.DataFrame) -> list[Union[str, Exception]]:
+def caption_batch(captioner: Captioner, max_chars: int, column: str, batch: pd.DataFrame,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Union[str, Exception]]:
     """One output per row: the cleaned caption, or the row's own exception."""
     out: list[Union[str, Exception, None]] = [None] * len(batch)
     images, where = [], []
     for i, data in enumerate(batch[column]):
         try:
-            images.append(decode_image(data))
+            images.append(decode_image(data, max_pixels=max_pixels))
             where.append(i)
         except UndecodableImage as err:
             out[i] = err
@@ -83,16 +68,18 @@ class CaptionLoader:
     prompt_text: Optional[str]
     max_chars: int = 300
     column: str = "image"
+    max_pixels: int = DEFAULT_MAX_PIXELS   # ingest.max_pixels: refused above, and Pillow's own limit
 
     @property
     def cache_key(self) -> str:
-        """Workers reuse a loaded model only for the very same spec and prompt."""
-        digest = hashlib.sha256(repr((self.spec, self.prompt_text)).encode()).hexdigest()[:12]
+        """Workers reuse a loaded model only for the very same spec, prompt and pixel limit."""
+        digest = hashlib.sha256(repr((self.spec, self.prompt_text, self.max_pixels)).encode()).hexdigest()[:12]
         return f"caption:{self.spec.model}:{digest}"
 
     def __call__(self, device: str):
+        set_pixel_limit(self.max_pixels)  # runs in the worker process that decodes
         captioner = Captioner(self.spec, device, self.prompt_text)
-        return partial(caption_batch, captioner, self.max_chars, self.column)
+        return partial(caption_batch, captioner, self.max_chars, self.column, max_pixels=self.max_pixels)
 
 
 def caption_images(loader: CaptionLoader, images: Sequence[bytes], device: str = "cpu") -> list:

@@ -13,7 +13,9 @@ slices of about `caption.commit_every` rows (by a hash of the key, fixed for the
 is captioned and MERGEd on its own, so a killed job loses at most one slice and a rerun does only
 what is missing. The MERGE on (key, captioner) never duplicates a pair; another captioner id
 captions the same rows alongside. `--retry-errors` also recaptions rows that failed before and
-overwrites their caption/error/provenance columns.
+overwrites their caption/error/provenance columns. A failure storm (more than
+`caption.max_failure_rate` of this run's rows failing) raises `FailureRateExceeded` after the slice
+that shows it: the job exits non-zero, and the failed rows stay error rows for `--retry-errors`.
 
 Inference goes through veclip.inference.map_batches: the model loads once per Python worker, a
 failing batch (CUDA out-of-memory included) is split and retried, a broken image marks only its row.
@@ -25,6 +27,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import Counter
 from typing import Optional
 
 from pyspark.sql import DataFrame, SparkSession
@@ -35,9 +38,10 @@ from veclip.caption.predict import CaptionLoader
 from veclip.caption.prompt import prompt_sha256
 from veclip.config import Config
 from veclip.config.caption import CaptionConfig
-from veclip.inference import Load, map_batches
+from veclip.imaging import DEFAULT_MAX_PIXELS
+from veclip.inference import Load, error_kind, map_batches
 from veclip.progress import Progress, SparkProgress
-from veclip.report import StageReport
+from veclip.report import StageReport, check_failure_rate
 from veclip.schemas import CAPTIONS
 from veclip.tables import Tables, canonical_samples
 
@@ -55,11 +59,14 @@ def spec_of(c: CaptionConfig) -> CaptionerSpec:
                          generate_kwargs=tuple(sorted(c.generate_kwargs.items())))
 
 
-def caption_loader(c: CaptionConfig) -> tuple[CaptionLoader, CaptionerInfo]:
-    """The worker-side loader and the driver-side facts recorded with every caption."""
+def caption_loader(c: CaptionConfig, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[CaptionLoader, CaptionerInfo]:
+    """The worker-side loader and the driver-side facts recorded with every caption.
+
+    `max_pixels` (ingest.max_pixels) bounds what a worker decodes: see veclip.imaging.
+    """
     spec = spec_of(c)
     info = describe(spec)
-    return CaptionLoader(spec, info.prompt_text, max_chars=c.max_chars), info
+    return CaptionLoader(spec, info.prompt_text, max_chars=c.max_chars, max_pixels=max_pixels), info
 
 
 def todo(tables: Tables, canonical: DataFrame, captioner: str, retry_errors: bool) -> DataFrame:
@@ -111,8 +118,8 @@ def arrow_rows_per_batch(spark: SparkSession, rows: int):
 
 
 def caption_slice(spark: SparkSession, tables: Tables, rows: DataFrame, expected: int, cfg: Config,
-                  load: Load, cache_key: str, info: CaptionerInfo) -> tuple[int, int]:
-    """Caption one slice and MERGE it; returns (captioned, failed)."""
+                  load: Load, cache_key: str, info: CaptionerInfo) -> tuple[int, Counter]:
+    """Caption one slice and MERGE it; returns (captioned, failed rows by error type)."""
     c = cfg.caption
     parts = max(1, min(spark.sparkContext.defaultParallelism, math.ceil(expected / c.batch_size)))
     src = rows.select("key", "image").repartition(parts)
@@ -120,10 +127,10 @@ def caption_slice(spark: SparkSession, tables: Tables, rows: DataFrame, expected
                       profile=gpu_profile(spark, c.gpus_per_task))
     # Generate exactly once: a MERGE may read its source twice.
     result = with_provenance(out, c, spec_of(c), info).localCheckpoint(eager=True)
-    counts = {bool(r["ok"]): int(r["n"]) for r in
-              result.groupBy(F.col("error").isNull().alias("ok")).agg(F.count("*").alias("n")).collect()}
+    counts = {r["kind"]: int(r["n"]) for r in result.groupBy(error_kind("error").alias("kind"))
+              .agg(F.count("*").alias("n")).collect()}
     tables.merge("captions", result, KEYS, update=UPDATE)
-    return counts.get(True, 0), counts.get(False, 0)
+    return counts.pop(None, 0), Counter(counts)
 
 
 def ensure_table(spark: SparkSession, tables: Tables) -> None:
@@ -151,7 +158,7 @@ def run_caption(cfg: Config, spark: SparkSession, args=None, loader: Optional[Lo
     retry = bool(getattr(args, "retry_errors", False))
     report = StageReport("caption")
     tables = Tables(cfg, spark)
-    built, info = caption_loader(c)
+    built, info = caption_loader(c, cfg.ingest.max_pixels)
     ensure_table(spark, tables)
     canonical = canonical_samples(tables)
     before = status(tables, canonical, c.captioner)
@@ -184,13 +191,18 @@ def caption_slices(spark: SparkSession, tables: Tables, cfg: Config, canonical: 
     log.info("caption: %d of %d canonical rows to caption with %s (%s) in %d slice(s)",
              total, report.counts["canonical"], c.captioner, c.model, n_slices)
     cache_key = getattr(load, "cache_key", None) or f"caption:{c.captioner}"
-    progress = Progress(total, label="caption", unit="images", every_s=0)
+    progress, errors = Progress(total, label="caption", unit="images", every_s=0), Counter()
     with arrow_rows_per_batch(spark, max(ARROW_ROWS_PER_BATCH, c.batch_size)):
         for i in range(n_slices):
             rows = todo(tables, canonical, c.captioner, retry).where(in_slice(n_slices, i))
             with SparkProgress(spark, f"caption slice {i + 1}/{n_slices}"):
                 ok, failed = caption_slice(spark, tables, rows, total / n_slices, cfg, load, cache_key, info)
             report.count("captioned", ok)
-            report.count("failed", failed)
-            progress.update(ok + failed, force=True)
+            report.count("failed", sum(failed.values()))
+            errors.update(failed)
+            progress.update(ok + sum(failed.values()), force=True)
+            # A failure storm stops here, its rows committed as retryable error rows (see veclip.report).
+            done = report.counts["captioned"] + report.counts["failed"]
+            check_failure_rate(report, report.counts["failed"], done, c.max_failure_rate, final=i == n_slices - 1,
+                               errors=errors)
     return n_slices

@@ -42,6 +42,10 @@ class CaptionConfig(Section):
     commit_every: int = Field(2000, ge=1, description="Rows captioned between two MERGEs into the captions table: "
                               "a killed job loses at most one slice; each slice re-reads the canonical table, so "
                               "make it large on big crawls.")
+    max_failure_rate: float = Field(0.5, ge=0.0, le=1.0, description="Failure-storm ceiling: when more than "
+                                    "this share of one run's rows fail (undecodable image, empty caption, a batch failing even at one row: CUDA fault, out of memory), the stage raises an error (checked "
+                                    "after each slice from 1000 rows on, and at the end), so the job exits non-zero and gold "
+                                    "is not rebuilt. The failed rows stay as error rows for `--retry-errors`. 1.0: no ceiling.")
     gpus_per_task: float = Field(0.0, ge=0, description="GPUs each Spark task asks for (stage-level scheduling on a "
                                  "cluster, like spark.task.resource.gpu.amount); 0 runs on whatever the task has "
                                  "(its assigned GPU, else the CPU).")

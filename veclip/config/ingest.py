@@ -11,8 +11,9 @@ from veclip.config.base import Section
 
 class HttpConfig(Section):
     timeout_s: float = Field(10.0, gt=0, description="Connect and read timeout of one image request.")
-    deadline_s: float = Field(30.0, gt=0, description="Longest time one download attempt may take, body "
-                              "included (a server that trickles bytes is cut off: `timeout`).")
+    deadline_s: float = Field(30.0, gt=0, description="Longest time one download attempt may take: DNS lookup, "
+                              "connect, TLS, headers, redirects and body together (a server that trickles bytes "
+                              "is cut off: `timeout`).")
     max_redirects: int = Field(5, ge=0, description="Redirects followed per request (each target is checked again).")
     retries: int = Field(2, ge=0, description="Retries after a failed request (connection error, 429, 5xx).")
     backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles at each retry.")
@@ -33,7 +34,10 @@ class IngestConfig(Section):
     image_column: str = Field("jpg", description="Image-bytes column of img2dataset parquet output.")
     min_side: int = Field(32, ge=1, description="Smallest accepted image side in pixels (smaller: `too_small`).")
     max_pixels: int = Field(89_478_485, ge=1, description="Largest accepted width*height, checked from the header "
-                            "before decoding (larger: `too_many_pixels`, a decompression-bomb guard).")
+                            "before decoding (larger: `too_many_pixels`, a decompression-bomb guard). The "
+                            "caption and gold decoders apply it too (Pillow's Image.MAX_IMAGE_PIXELS is set to it) "
+                            "and reduce large images before RGB conversion: decoded memory stays under ~4 bytes x "
+                            "this per image.")
     max_bytes: int = Field(20_000_000, ge=1, description="Largest accepted encoded image or HTTP body in bytes.")
     alt_text_max_chars: int = Field(1000, ge=16, description="Cleaned AltText is cut to this many characters.")
     image_formats: list[str] = Field(["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"], min_length=1,
@@ -42,6 +46,10 @@ class IngestConfig(Section):
     urls_per_partition: int = Field(2000, ge=1, description="URL rows per Spark task when downloading images.")
     skip_ingested_files: bool = Field(True, description="Skip input files an earlier run read completely "
                                       "(same path, size and mtime, per the `ingest_files` table).")
+    retry_quarantined: bool = Field(False, description="Try again the samples quarantined for a reason that may "
+                                    "pass (timeout, dns_error, connection_error, truncated, http_429, http_5xx, damaged "
+                                    "file): their files are read and URLs fetched again; a key that reaches bronze leaves "
+                                    "quarantine. Also `--retry-quarantined`.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Image download settings for URL inputs.")
 
     @field_validator("inputs", mode="before")

@@ -86,6 +86,10 @@ class RewriteConfig(Section):
                               "with one MERGE, so a kill loses at most one slice of work.")
     partitions: Optional[int] = Field(None, ge=1, description="Spark tasks per slice (model replicas working "
                                       "at once). Default: the cluster's default parallelism.")
+    max_failure_rate: float = Field(0.5, ge=0.0, le=1.0, description="Failure-storm ceiling: when more than "
+                                    "this share of one run's rows fail (an exception even at one row: CUDA fault, out of memory, no caption text; a fallback VeCap is not a failure), the stage raises an error (checked "
+                                    "after each slice from 1000 rows on, and at the end), so the job exits non-zero and gold "
+                                    "is not rebuilt. The failed rows stay as error rows for `--retry-errors`. 1.0: no ceiling.")
     gpus_per_task: float = Field(0.0, ge=0.0, description="GPUs each rewrite task asks Spark for "
                                  "(stage-level scheduling on a cluster; 0 = use the cluster's task settings).")
 

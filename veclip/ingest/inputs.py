@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from veclip.ingest.readers import IMAGE_FALLBACKS, find_column
+from veclip.ingest.text import repair_text
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,16 @@ _SKIP_SUFFIXES = ("_stats.json", ".crc", "_SUCCESS")
 
 @dataclass(frozen=True)
 class InputFile:
-    path: str
+    path: str        # as the file system gives it (opened with this)
     format: str
     size: int
     mtime: float
+
+    @property
+    def source(self) -> str:
+        """The path as text for tables (`source` column, ledger, keys): a file name that is not valid
+        UTF-8 (os.listdir gives its bytes as lone surrogates) is repaired, not an error."""
+        return repair_text(self.path)
 
 
 def _extension(path: str) -> str:

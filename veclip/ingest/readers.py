@@ -4,7 +4,9 @@
 
 Webdataset shards are read by veclip.ingest.webdataset. Readers run inside Spark tasks, one file
 each, streaming (parquet row batches, CSV/JSONL line by line; VeCap JSON is one object and is
-loaded whole). Nothing raises on bad data: a bad JSONL line is a `bad_record` sample, a row without
+loaded whole). Text is repaired, never an error: invalid UTF-8 bytes are decoded as U+FFFD, and
+lone surrogates (from JSON escapes such as `\\ud800`) are replaced when the Sample is built
+(veclip.ingest.records.Sample). Nothing raises on bad data: a bad JSONL line is a `bad_record` sample, a row without
 a URL a `missing_url` sample, and a file that cannot be read (further) one `corrupt_source` sample
 for the rest of the file (source_key `@<row>`), after every row read before the damage.
 """
@@ -17,6 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from veclip.ingest.images import MISSING_IMAGE
@@ -66,12 +69,21 @@ def _corrupt(row: int, e: Exception) -> Sample:
                   detail=f"file unreadable from row {row}: {type(e).__name__}: {e}; later rows are lost")
 
 
+def _column_values(column: pa.Array) -> list:
+    """Python values of one column; a string column is decoded leniently (Parquet does not guarantee
+    valid UTF-8, and one bad value must not make the rest of the file unreadable)."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        binary = pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary()
+        return [None if v is None else v.decode("utf-8", "replace") for v in column.view(binary).to_pylist()]
+    return column.to_pylist()
+
+
 def _parquet_rows(path: str, wanted: dict) -> Iterator[dict]:
     """Rows of the `wanted` columns (logical name -> actual name); raises on damage."""
     pf = pq.ParquetFile(path)
     cols = [c for c in wanted.values() if c]
     for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=cols):
-        data = batch.to_pydict()
+        data = {name: _column_values(batch.column(name)) for name in batch.schema.names}
         for i in range(batch.num_rows):
             yield {name: (data[col][i] if col else None) for name, col in wanted.items()}
 

@@ -6,7 +6,8 @@
 The key is the hex sha256 of the URL (surrounding whitespace removed) when the sample has one, so
 the same image URL gets the same key in any shard, table or re-run; otherwise the hex sha256 of
 the source file's *name* (not its directory, so a crawl can move) and the sample's id inside that
-file, joined by a NUL byte. Two different crawls with equally named shards and URL-less samples
+file, joined by a NUL byte. Text that is not valid Unicode (a lone surrogate) is keyed as its
+repaired form (veclip.ingest.text.repair_text), so a key is never an error. Two different crawls with equally named shards and URL-less samples
 would collide: give shards unique names (img2dataset always records the URL, so this is rare).
 """
 
@@ -20,7 +21,7 @@ from typing import Optional
 import pyarrow as pa
 
 from veclip.ingest.images import ImageLimits, inspect_image
-from veclip.ingest.text import clean_alt_text
+from veclip.ingest.text import clean_alt_text, repair_text
 
 BRONZE_OUTCOME, QUARANTINE_OUTCOME = "bronze", "quarantine"
 
@@ -28,16 +29,24 @@ BRONZE_OUTCOME, QUARANTINE_OUTCOME = "bronze", "quarantine"
 def sample_key(url: Optional[str] = None, source: Optional[str] = None, source_key: Optional[str] = None) -> str:
     """Stable hex id of a sample (see the module docstring)."""
     if url is not None and url.strip():
-        return hashlib.sha256(url.strip().encode("utf-8")).hexdigest()
+        return hashlib.sha256(repair_text(url.strip()).encode("utf-8")).hexdigest()
     if source is None or source_key is None:
         raise ValueError("sample_key needs a url, or both source and source_key")
     name = os.path.basename(source.rstrip("/"))
-    return hashlib.sha256(f"{name}\0{source_key}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(repair_text(f"{name}\0{source_key}").encode("utf-8")).hexdigest()
+
+
+_TEXT_FIELDS = frozenset({"source_key", "url", "alt_text_raw", "reason", "detail"})
 
 
 @dataclass
 class Sample:
-    """What a reader found. `reason` set means the reader already knows it is rejected."""
+    """What a reader found. `reason` set means the reader already knows it is rejected.
+
+    This is the reader boundary: every text field, set by any reader at creation or later, is
+    repaired to valid Unicode here (lone surrogates -> U+FFFD), so no crawled string can fail the
+    key, the Arrow batch or the Delta write.
+    """
 
     source_key: Optional[str]
     url: Optional[str] = None
@@ -45,6 +54,11 @@ class Sample:
     image: Optional[bytes] = None
     reason: Optional[str] = None
     detail: Optional[str] = None
+
+    def __setattr__(self, name, value):
+        if name in _TEXT_FIELDS and isinstance(value, str):
+            value = repair_text(value)
+        super().__setattr__(name, value)
 
 
 # What the ingest tasks return: bronze and quarantine columns side by side, plus `outcome`.
@@ -65,7 +79,7 @@ def _clean_url(url: Optional[str]) -> Optional[str]:
 def rejected(sample: Sample, source: str, source_format: str, reason: str, detail: Optional[str]) -> dict:
     url = _clean_url(sample.url)
     return {"key": sample_key(url, source, sample.source_key), "outcome": QUARANTINE_OUTCOME,
-            "reason": reason, "detail": (detail or "")[:1000] or None, "url": url,
+            "reason": reason, "detail": repair_text((detail or "")[:1000]) or None, "url": url,
             "alt_text_raw": sample.alt_text_raw, "source": source, "source_key": sample.source_key,
             "source_format": source_format}
 

@@ -11,6 +11,12 @@ already in bronze or quarantine), `duplicate` (key seen earlier in this run: an 
 then the first by source and source key) or `new`. New samples are MERGEd into bronze or
 quarantine; nothing else is written. Accounting per file and in total:
     read = bronze + quarantine + already_present + duplicate_in_input
+
+With `ingest.retry_quarantined` (`--retry-quarantined`) quarantine rows with a transient reason
+(veclip.ingest.retry) do not count as present: their files are read again (the ledger does not skip
+them), their URLs downloaded again, a failure again updates the row (counted in `quarantine`), and a
+key that now reaches bronze has its quarantine row deleted (`recovered`), as have the damage
+placeholders of a file now read whole.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from veclip.config import Config
-from veclip.ingest import ledger
+from veclip.ingest import ledger, retry
 from veclip.ingest.fetch import FetchSettings
 from veclip.ingest.images import ImageLimits
 from veclip.ingest.inputs import InputFile, expand_inputs
@@ -58,13 +64,23 @@ def task_options(cfg: Config) -> TaskOptions:
         alt_text_max_chars=ic.alt_text_max_chars)
 
 
-def existing_keys(tables: Tables) -> Optional[DataFrame]:
-    """Keys already in bronze or in the ingest part of quarantine, with `_present` = true."""
+def retry_requested(cfg: Config, args=None) -> bool:
+    """`--retry-quarantined` on the command line, or `ingest.retry_quarantined` in the config."""
+    return bool(getattr(args, "retry_quarantined", False)) or cfg.ingest.retry_quarantined
+
+
+def existing_keys(tables: Tables, quarantine_version: Optional[int] = None,
+                  retrying: bool = False) -> Optional[DataFrame]:
+    """Keys already in bronze or in the ingest part of quarantine, with `_present` = true; when
+    `retrying`, quarantine rows with a transient reason are not present (they are tried again)."""
     parts = []
     if tables.exists("bronze"):
         parts.append(tables.read("bronze").select("key"))
     if tables.exists("quarantine"):
-        parts.append(tables.read("quarantine").where(F.col("stage") == STAGE).select("key"))
+        q = tables.read("quarantine", quarantine_version).where(F.col("stage") == STAGE)
+        if retrying:
+            q = q.where(~retry.transient(F.col("reason")))
+        parts.append(q.select("key"))
     if not parts:
         return None
     return reduce(DataFrame.unionByName, parts).distinct().withColumn("_present", F.lit(True))
@@ -171,18 +187,21 @@ def _ledger_rows(todo: list[InputFile], files: dict[str, dict], seen: dict) -> l
     """Ledger rows of the files read, except damaged files already recorded as such, unchanged."""
     rows = []
     for f in todo:
-        c = files.get(f.path) or {**{k: 0 for k in TOTALS}, "damaged": False}
-        if c["damaged"] and seen.get(f.path) == (f.size, f.mtime, False):
+        c = files.get(f.source) or {**{k: 0 for k in TOTALS}, "damaged": False}
+        if c["damaged"] and seen.get(f.source) == (f.size, f.mtime, False):
             continue
-        rows.append((f.path, f.format, f.size, f.mtime, not c["damaged"], c["read"], c["bronze"],
+        rows.append((f.source, f.format, f.size, f.mtime, not c["damaged"], c["read"], c["bronze"],
                      c["quarantine"], c["already_present"] + c["duplicate_in_input"]))
     return rows
 
 
-def _select_files(cfg: Config, files: list[InputFile], seen: dict, report: StageReport) -> list[InputFile]:
-    """The files to read: all, less those the ledger records as complete and unchanged."""
+def _select_files(cfg: Config, files: list[InputFile], seen: dict, report: StageReport,
+                  retry_sources: frozenset = frozenset()) -> list[InputFile]:
+    """The files to read: all, less those the ledger records as complete and unchanged (a file holding
+    samples to retry is read again)."""
     skip = cfg.ingest.skip_ingested_files
-    todo = [f for f in files if not (skip and seen.get(f.path) == (f.size, f.mtime, True))]
+    todo = [f for f in files if f.source in retry_sources
+            or not (skip and seen.get(f.source) == (f.size, f.mtime, True))]
     report.count("files", len(files))
     report.count("files_skipped", len(files) - len(todo))
     by_format: dict[str, int] = defaultdict(int)
@@ -208,24 +227,39 @@ def _samples(spark: SparkSession, cfg: Config, todo: list[InputFile], existing: 
         parts.append(_file_samples(spark, shard_files, opts, cfg))
     if not parts:
         return None, url_counts, []
-    fated = with_fate(reduce(DataFrame.unionByName, parts), existing).persist(StorageLevel.MEMORY_AND_DISK)
+    # A local checkpoint, not persist(): `existing` reads bronze and quarantine, so the MERGE into bronze
+    # invalidates a cached plan over them, and the quarantine MERGE would then download every URL again
+    # (and see other outcomes). The checkpoint runs the reading, downloads and inspection exactly once.
+    fated = with_fate(reduce(DataFrame.unionByName, parts), existing).localCheckpoint(
+        eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
     cached.append(fated)
-    return fated, url_counts, _counts(fated)   # _counts runs the reading, downloads and inspection, once
+    return fated, url_counts, _counts(fated)
 
 
 def _write(tables: Tables, fated: Optional[DataFrame], planned: dict[str, int], run_time: datetime,
-           report: StageReport) -> dict[str, int]:
-    """MERGE the new samples. Both tables are created even when empty: later stages and notebooks read them."""
+           report: StageReport, retrying: bool = False) -> dict[str, int]:
+    """MERGE the new samples. Both tables are created even when empty: later stages and notebooks read them.
+    When retrying, a retried key that fails again updates its quarantine row (counted as written)."""
     inserted = {}
     for name, keys, rows, schema in (("bronze", ["key"], bronze_rows, BRONZE),
                                      ("quarantine", ["key", "stage"], quarantine_rows, QUARANTINE)):
         inserted[name] = 0
         if planned[name] or not tables.exists(name):
             df = rows(fated, run_time) if fated is not None else tables.spark.createDataFrame([], schema)
-            result = tables.merge(name, df, keys)
-            inserted[name] = result.inserted
+            update = [c for c in schema.fieldNames() if c not in keys] if retrying and name == "quarantine" else None
+            result = tables.merge(name, df, keys, update=update)
+            inserted[name] = result.inserted + result.updated
             report.details[f"{name} version"] = result.version
     return inserted
+
+
+def _forget_recovered(tables: Tables, retryable: DataFrame, cached: list[DataFrame], read_sources: set[str],
+                      report: StageReport) -> None:
+    """After the writes: count the retried rows, delete the quarantine rows of those that recovered."""
+    report.count("retried", retryable.count())
+    produced = reduce(DataFrame.unionByName, [df.select("key") for df in cached]) if cached else \
+        tables.spark.createDataFrame([], "key string")
+    report.count("recovered", retry.forget_recovered(tables, STAGE, retryable, produced, read_sources))
 
 
 def run_ingest(cfg: Config, spark: SparkSession, args=None) -> StageReport:
@@ -236,15 +270,23 @@ def run_ingest(cfg: Config, spark: SparkSession, args=None) -> StageReport:
     extra = list(getattr(args, "input", None) or [])
     files = expand_inputs(list(cfg.ingest.inputs) + extra, cfg.ingest.format, cfg.ingest.image_column)
     seen = ledger.recorded_files(tables)
-    todo = _select_files(cfg, files, seen, report)
-    url_sources = {f.path for f in todo if f.format in URL_FORMATS}
+    retrying = retry_requested(cfg, args)
+    q_version = tables.version("quarantine") if tables.exists("quarantine") else None
+    retryable = retry.transient_rows(tables, STAGE, q_version) if retrying else None
+    retry_sources = frozenset(r["source"] for r in retryable.select("source").distinct().collect()) \
+        if retryable is not None else frozenset()
+    todo = _select_files(cfg, files, seen, report, retry_sources)
+    url_sources = {f.source for f in todo if f.format in URL_FORMATS}
     cached: list[DataFrame] = []
     try:
         with SparkProgress(spark, STAGE):
-            fated, url_counts, counts = _samples(spark, cfg, todo, existing_keys(tables), cached)
+            existing = existing_keys(tables, q_version, retrying)
+            fated, url_counts, counts = _samples(spark, cfg, todo, existing, cached)
             by_source = per_file(url_counts, counts, url_sources)
             planned = {k: sum(f[k] for f in by_source.values()) for k in ("bronze", "quarantine")}
-            inserted = _write(tables, fated, planned, run_time, report)
+            inserted = _write(tables, fated, planned, run_time, report, retrying)
+            if retryable is not None:
+                _forget_recovered(tables, retryable, cached, {f.source for f in todo}, report)
         _report(report, by_source, planned, inserted)
         if not report.broken():
             ledger.record_files(tables, _ledger_rows(todo, by_source, seen), run_time)

@@ -61,8 +61,8 @@ def read_files(files: Sequence[InputFile], opts: TaskOptions) -> ArrowFn:
     def run(batches_in: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for i in _file_ids(batches_in):
             f = files[i]
-            log.info("ingest: reading %s (%s)", f.path, f.format)
-            rows = (to_row(s, f.path, f.format, opts.limits, opts.alt_text_max_chars)
+            log.info("ingest: reading %s (%s)", f.source, f.format)
+            rows = (to_row(s, f.source, f.format, opts.limits, opts.alt_text_max_chars)
                     for s in guarded(read_samples(f.path, f.format, opts.columns)))
             yield from batches(rows)
 
@@ -77,7 +77,7 @@ def read_url_rows(files: Sequence[InputFile], opts: TaskOptions) -> ArrowFn:
         for i in _file_ids(batches_in):
             f = files[i]
             samples = guarded(read_samples(f.path, f.format, opts.columns))
-            yield from batches(pending(s, f.path, f.format) for s in samples)
+            yield from batches(pending(s, f.source, f.format) for s in samples)
 
     return run
 

@@ -5,8 +5,12 @@
 Steps, in order: HTML entities decoded (also double-escaped ones such as `&amp;amp;`), HTML comments,
 `<script>`/`<style>` blocks and tags of real HTML elements removed (a placeholder such as CC12M's
 `<PERSON>` is not an HTML element and is kept), Unicode NFKC normalisation, control, format and
-zero-width characters dropped, every run of whitespace made one space, the result cut at a word
+zero-width characters (and U+FFFD) dropped, every run of whitespace made one space, the result cut at a word
 boundary to `max_chars`. Text that is empty after cleaning becomes None. Pure functions, no Spark.
+
+`repair_text` is the one place where untrusted text from any reader is made valid Unicode (a JSON
+escape such as `\\ud800` decodes to a lone surrogate, which UTF-8, Arrow and Delta refuse): readers'
+samples and sample keys pass through it, so one bad string never fails a task.
 """
 
 from __future__ import annotations
@@ -36,6 +40,17 @@ _SPACE = re.compile(r"\s+")
 _INVISIBLE = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}
 
 
+def repair_text(text: Optional[str]) -> Optional[str]:
+    """`text` as valid Unicode: a split surrogate pair joined, each lone surrogate replaced by U+FFFD."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _strip_tags(text: str) -> str:
     text = _COMMENT.sub(" ", text)
     text = _BLOCK.sub(" ", text)
@@ -61,8 +76,8 @@ def _visible(ch: str) -> str:
         return " "          # tabs, newlines, line/paragraph separators: word breaks
     if cat == "Cc":
         return ""           # NUL, BEL, ESC, ...
-    if cat in ("Cf", "Cs", "Cn") or ch in _INVISIBLE:
-        return ""
+    if cat in ("Cf", "Cs", "Cn") or ch in _INVISIBLE or ch == "\ufffd":
+        return ""           # ... and U+FFFD, the mark of text repaired or decoded with errors: noise to a reader
     return ch
 
 

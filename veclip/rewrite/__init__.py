@@ -3,8 +3,9 @@
     from veclip.rewrite import load_prompt, fuse_prompt, validate, fallback_text, run_rewrite
     spark-submit jobs/rewrite.py --config conf/local.yaml --stages rewrite
 
-Modules: prompt (prompt file, AltText cleaning and quoting, chat template), validate (output checks
-and the fallback rule), models (any causal LM by id or path, GGUF via a cached safetensors copy,
+Modules: prompt (prompt file, AltText cleaning and quoting, chat template), injection (confusable
+folding and instruction patterns in seven languages, for the AltText and the output), validate (output
+checks and the fallback rule), models (any causal LM by id or path, GGUF via a cached safetensors copy,
 batched generation), rewriter (one batch: prompt -> generate -> validate -> fallback), stage (Spark:
 slices, map_batches, MERGE into `vecap`).
 """

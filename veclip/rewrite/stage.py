@@ -12,7 +12,9 @@ revision, prompt version and hash, generation parameters, per-row error and time
 Resumable: the rows still missing are split into slices of about `rewrite.commit_every` rows (by a
 hash of the key) and each slice is generated and MERGEd on its own, so a kill loses at most one
 slice and a rerun does only what is missing. The MERGE on (key, rewriter) never duplicates a pair.
-`--retry-errors` also redoes rows whose rewrite failed and overwrites them.
+`--retry-errors` also redoes rows whose rewrite failed and overwrites them. A failure storm (more
+than `rewrite.max_failure_rate` of this run's rows failing) raises `FailureRateExceeded` after the
+slice that shows it: the job exits non-zero, the failed rows stay error rows for `--retry-errors`.
 
 Inference goes through veclip.inference.map_batches, like the captioner: the model loads once per
 Python worker, batches are regrouped, a failing batch is split and retried.
@@ -31,9 +33,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 
 from veclip.config import Config
-from veclip.inference import map_batches
+from veclip.inference import error_kind, map_batches
 from veclip.progress import Progress, SparkProgress
-from veclip.report import StageReport
+from veclip.report import StageReport, check_failure_rate
 from veclip.rewrite.rewriter import RewriterLoader
 from veclip.schemas import VECAP
 from veclip.tables import Tables, canonical_samples
@@ -101,7 +103,7 @@ def gpu_profile(spark: SparkSession, gpus_per_task: float):
 
 def rewrite_slice(spark: SparkSession, tables: Tables, rows: DataFrame, expected: float, cfg: Config,
                   loader: RewriterLoader, captioner: str) -> Counter:
-    """Rewrite one slice and MERGE it; returns a Counter of outcomes (rewritten / fallback reasons / failed)."""
+    """Rewrite one slice and MERGE it; returns a Counter of outcomes (rewritten / fallback:REASON / failed:ERROR)."""
     r = cfg.rewrite
     parts = r.partitions or max(1, min(spark.sparkContext.defaultParallelism, math.ceil(expected / r.batch_size)))
     out = map_batches(rows.repartition(parts), loader, cache_key(loader), r.batch_size,
@@ -109,11 +111,19 @@ def rewrite_slice(spark: SparkSession, tables: Tables, rows: DataFrame, expected
     # Generate exactly once: a MERGE may read its source twice.
     result = with_provenance(out, cfg, loader, captioner).localCheckpoint(eager=True)
     outcome = Counter()
-    for row in result.groupBy(F.col("error").isNull().alias("ok"), "fallback_used", "_reason").count().collect():
-        label = "failed" if not row["ok"] else (f"fallback:{row['_reason']}" if row["fallback_used"] else "rewritten")
+    for row in result.groupBy(error_kind("error").alias("kind"), "fallback_used", "_reason").count().collect():
+        label = (f"failed:{row['kind']}" if row["kind"] is not None else
+                 f"fallback:{row['_reason']}" if row["fallback_used"] else "rewritten")
         outcome[label] += int(row["count"])
     tables.merge("vecap", result.drop("_reason"), KEYS, update=UPDATE)
     return outcome
+
+
+def outcome_counts(outcome: Counter) -> dict[str, int]:
+    """rewrite_slice outcomes -> the report's rewritten / fallback / failed counts."""
+    return {"rewritten": outcome["rewritten"],
+            "fallback": sum(v for k, v in outcome.items() if k.startswith("fallback:")),
+            "failed": sum(v for k, v in outcome.items() if k.startswith("failed:"))}
 
 
 def ensure_table(spark: SparkSession, tables: Tables) -> None:
@@ -150,10 +160,14 @@ def run_rewrite(cfg: Config, spark: SparkSession, args=None) -> StageReport:
             got = rewrite_slice(spark, tables, rows, n / n_slices, cfg, loader, captioner)
         outcome.update(got)
         progress.update(sum(got.values()), force=True)
+        counts = outcome_counts(outcome)
+        report.counts.update(counts)
+        # A failure storm stops here, its rows committed as retryable error rows (see veclip.report).
+        check_failure_rate(report, counts["failed"], sum(counts.values()), r.max_failure_rate,
+                           final=i == n_slices - 1,
+                           errors={k.split(":", 1)[1]: v for k, v in outcome.items() if k.startswith("failed:")})
     seconds = time.monotonic() - t0
-    report.count("rewritten", outcome["rewritten"])
-    report.count("fallback", sum(v for k, v in outcome.items() if k.startswith("fallback:")))
-    report.count("failed", outcome["failed"])
+    report.counts.update(outcome_counts(outcome))
     report.count("vecap_rows", count_rows(tables, r.rewriter_id, captioner))
     report.identity("canonical = no caption yet + done before + to rewrite", ["canonical"],
                     ["no_caption", "already_done", "to_rewrite"])

@@ -4,7 +4,9 @@
     vecap = v.text if v.ok else fallback_text(caption, alt_text)
 
 `tidy` first takes the first line, drops wrapping quotes and a leading label (`VeCap:`, `Caption:`)
-and keeps the first sentence. Then, in order, the first failing check names the reason:
+and keeps the first sentence. Every comparison runs on folded text (`injection.fold`: NFKC, no zero-width
+characters, Cyrillic/Greek look-alikes as Latin, no accents), and instruction-like sentences are found in
+seven languages (`injection.INSTRUCTION`), in the AltText and in the output alike. Then, in order, the first failing check names the reason:
 
 | reason | the output ... |
 | --- | --- |
@@ -16,12 +18,14 @@ and keeps the first sentence. Then, in order, the first failing check names the 
 | echo | repeats the instruction (6 words in a row from the system text) or the prompt's field names |
 | copied_example | is one of the few-shot answers |
 | followed_instruction | contains words that only the AltText's instruction-like sentences ask for |
+| instruction_in_output | reads like an instruction, or shows a payload the inputs lack: a label of its own (`PWNED:`), a known payload word, an address to the user ("as instructed"), a URL or e-mail (`injection.payload_markers`) |
 | too_short | has fewer than 3 words |
 | repetitive | repeats a run of 3 words three times (a generation loop) |
 | unrelated | shares no content word with the AltText or the caption |
 | lost_alt_text | keeps no content word of an informative AltText (a fusion must keep its facts) |
 | lost_caption | keeps no content word of the caption (a fusion must keep what is visible) |
 | too_long | needs more than max_clip_tokens CLIP tokens |
+| new_words | brings in more than MAX_NEW_WORDS content words found in neither text (inflections and compounds count as found; FUNCTION_WORDS and ALLOWED_NEW, the colour/position/framing words a fusion adds, are free), or any such word SHOUTED |
 
 **Fallback rule.** A failed output is replaced by `"<caption>, <AltText>"`: the cleaned caption, then the
 cleaned AltText without its instruction-like sentences, cut word by word from the end until the whole
@@ -38,6 +42,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+from veclip.rewrite.injection import fold, is_instruction, payload_markers
 from veclip.rewrite.prompt import CHAT_MARKERS, PromptSpec, clean_for_prompt
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?", re.U)
@@ -49,11 +54,6 @@ _PREAMBLE = re.compile(r"^\W*(?:sure|certainly|of course|absolutely|okay|ok\b|gr
                        re.I)
 _REFUSAL = re.compile(r"\b(?:i'?m sorry|i am sorry|i apologi[sz]e|i (?:cannot|can ?not|can't|won't|am unable|'m unable)"
                       r"|as an ai|i am an ai|language model|unable to (?:help|assist|comply))\b", re.I)
-_INSTRUCTION = re.compile(
-    r"\b(?:ignore|disregard|forget|override)\b.{0,40}\b(?:instruction|prompt|rule|direction|above|previous)s?\b"
-    r"|\b(?:new|real|actual) (?:task|instructions?)\b|\byou are now\b|\bsystem prompt\b|\bact as\b"
-    r"|\b(?:reply|respond|answer|output|say|print|write|type|repeat)\b.{0,30}\b(?:only|instead|exactly|with|following)\b",
-    re.I)
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])")
 _ABBREV = re.compile(r"(?:\b(?:mr|mrs|ms|dr|st|mt|jr|sr|vs|no|co|inc|ltd|ft|ca|approx)|\b[A-Z])\.$", re.I)
 _FILE = re.compile(r"\.(?:jpe?g|png|gif|webp|bmp|tiff?|heic)$|^(?:img|dsc|dscn|pxl|photo|image)[_\- ]?\d", re.I)
@@ -70,6 +70,36 @@ image images photo photos picture pictures pic pics stock photography thumbnail 
 download click here view larger enlarge jpg jpeg png gif img file banner logo icon placeholder
 default image_ no title null none home page
 """.split())
+# Function words of the other languages an AltText (and so a fusion) may be written in: de fr es it pt nl.
+FUNCTION_WORDS = frozenset("""
+der die das den dem des ein eine einer eines einem einen und oder mit von vom auf aus bei zum zur fur uber
+unter vor hinter neben zwischen im am ist sind war wird nicht sich auch als wie
+les une des aux avec sur sous dans par pour est sont une entre pres devant derriere sans
+los las una unos unas del con por para sobre entre bajo ante tras sin hay
+gli uno una dei degli delle della dello del nel nella nei sul sulla con per tra fra sotto senza che
+uma uns umas dos das nos nas pelo pela com sem sob entre sobre ante
+het een van met voor naar bij uit aan tussen onder boven achter naast zijn
+""".split())
+# Words a fusion may add that neither text has: how sentences are built around an image (colours,
+# positions, framing, light, common scene words, linking verbs, counts). Anything else the output adds
+# is a new word (see `new_words`).
+ALLOWED_NEW = frozenset("""
+red orange yellow green blue purple violet pink brown black white grey gray gold golden silver beige
+cream tan navy teal dark light bright pale colourful colorful coloured colored multicoloured vivid
+background foreground front back behind beside side left right top bottom centre center middle corner
+edge close closeup view scene shot frame filled filling surface area set setting display displayed
+outdoor outdoors outside indoor indoors inside day daytime night evening morning sunny cloudy sunlight
+light lit shadow shadows sky ground floor wall table water grass street road building room field
+person people man woman men women child children boy girl group crowd someone pair couple several
+four five six many few various single small large big little tall long short wide tiny huge old young
+new modern vintage classic plain simple shows showing shown show features featuring featured depicts
+depicting depicted displays displaying captured pictured seen visible appears sits sitting stands
+standing lies lying rests resting placed located made wearing holding walking posing looking hangs
+hanging next against along across around through among while during featuring including also another
+image photo picture photograph illustration drawing print poster cover close-up style design
+its their his her whose along together beautiful nice detailed colour color shape pattern
+""".split())
+MAX_NEW_WORDS = 1   # new words tolerated in one output (an adjective the LLM chose), see `new_words`
 
 
 @dataclass(frozen=True)
@@ -95,7 +125,8 @@ def clip_token_count(text: str) -> int:
 
 
 def words(text: Optional[str]) -> list[str]:
-    return [w.lower() for w in _WORD.findall(text or "")]
+    """Lower-cased words of the folded text (look-alike letters, zero-width characters, accents folded)."""
+    return [w.lower() for w in _WORD.findall(fold(text or ""))]
 
 
 def content_words(text: Optional[str]) -> set[str]:
@@ -124,15 +155,25 @@ def tidy(output: Optional[str]) -> str:
     return re.sub(r"\s+", " ", parts[0] if parts else text).strip()
 
 
+def _segments(alt_text: Optional[str]) -> list[str]:
+    return re.split(r"(?<=[.!?;:])\s+|\s+[-|]\s+", alt_text or "")
+
+
 def instruction_sentences(alt_text: Optional[str]) -> list[str]:
-    """The sentences of an AltText that read like instructions to a model ("ignore previous ...")."""
-    return [s for s in re.split(r"(?<=[.!?;:])\s+|\s+[-|]\s+", alt_text or "") if _INSTRUCTION.search(s)]
+    """The sentences of an AltText that read like instructions to a model ("ignore previous ...", in any
+    of `injection.LANGUAGES`, look-alike letters folded); one ending in ":" takes its payload, the next one."""
+    parts, bad = _segments(alt_text), []
+    for i, s in enumerate(parts):
+        if is_instruction(s):
+            bad.append(s)
+            if s.rstrip().endswith(":") and i + 1 < len(parts):
+                bad.append(parts[i + 1])
+    return bad
 
 
 def without_instructions(alt_text: Optional[str]) -> str:
     bad = instruction_sentences(alt_text)
-    parts = [s for s in re.split(r"(?<=[.!?;:])\s+|\s+[-|]\s+", alt_text or "") if s not in bad]
-    return " ".join(parts).strip()
+    return " ".join(s for s in _segments(alt_text) if s not in bad).strip()
 
 
 def injected_words(alt_text: Optional[str], caption: Optional[str]) -> set[str]:
@@ -142,6 +183,34 @@ def injected_words(alt_text: Optional[str], caption: Optional[str]) -> set[str]:
         return set()
     allowed = content_words(without_instructions(alt_text)) | content_words(caption)
     return {w for s in bad for w in content_words(s)} - allowed
+
+
+def _known(word: str, source: set[str]) -> bool:
+    """Is `word` (or an inflection, compound part or concatenation of it) one of the `source` words?"""
+    if word in source:
+        return True
+    for s in source:
+        short, long_ = (word, s) if len(word) <= len(s) else (s, word)
+        if len(short) >= 3 and long_.startswith(short) and len(long_) - len(short) <= 3:
+            return True            # dog/dogs, shoe/shoes, sand/sandy, run/runs
+        if len(short) >= 5 and (long_.startswith(short[:5]) or short in long_):
+            return True            # hunting/hunter, sweatshirt/sweat, amazonbasics/basics
+    return False
+
+
+def new_words(text: str, alt_text: Optional[str], caption: Optional[str]) -> list[str]:
+    """Content words of `text` found in neither the AltText (its instruction sentences left out) nor the
+    caption, nor FUNCTION_WORDS/ALLOWED_NEW: what the LLM brought in from elsewhere."""
+    source = content_words(without_instructions(alt_text)) | content_words(caption)
+    return sorted(w for w in content_words(text)
+                  if w not in ALLOWED_NEW and w not in FUNCTION_WORDS and not _known(w, source))
+
+
+def _too_new(text: str, alt_text: Optional[str], caption: Optional[str]) -> bool:
+    """More than MAX_NEW_WORDS new words, or any new word SHOUTED (a payload such as HACKED, PWNED)."""
+    new = set(new_words(text, alt_text, caption))
+    shouted = {w.lower() for w in _WORD.findall(fold(text)) if len(w) >= 3 and w.isupper()}
+    return len(new) > MAX_NEW_WORDS or bool(new & shouted)
 
 
 def is_low_information(alt_text: Optional[str]) -> bool:
@@ -208,12 +277,15 @@ def validate(output: Optional[str], alt_text: Optional[str], caption: Optional[s
         ("echo", lambda: _echoes(text, spec)),
         ("copied_example", lambda: _copied_example(text, alt_text, spec)),
         ("followed_instruction", lambda: bool(content_words(text) & injected_words(alt_text, caption))),
+        ("instruction_in_output",
+         lambda: bool(payload_markers(text, f"{without_instructions(alt_text)} {caption or ''}"))),
         ("too_short", lambda: len(words(text)) < 3),
         ("repetitive", lambda: _loops(text)),
         ("unrelated", lambda: not _overlaps(content_words(text), content_words(alt_text) | content_words(caption))),
         ("lost_alt_text", lambda: _lost(text, alt_words) and not is_low_information(alt_text)),
         ("lost_caption", lambda: _lost(text, content_words(caption))),
         ("too_long", lambda: count_tokens(text) > max_clip_tokens),
+        ("new_words", lambda: _too_new(text, alt_text, caption)),
     )
     for reason, failed in checks:
         if failed():

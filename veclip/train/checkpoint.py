@@ -2,7 +2,7 @@
 
     ckpt = Checkpoints("/root/checkpoints/clip-20250101", keep=3)
     ckpt.save(step, {"model": ..., "optimizer": ..., "step": step, ...})   # -> step_00001000.pt
-    state = ckpt.load()            # latest, or None when the run has none
+    state = ckpt.load()            # latest readable one (a corrupt one is moved aside), or None
     state = ckpt.load(step=500)
 
 The contract shared with evaluation: a checkpoint is ONE file `<dir>/step_<8-digit step>.pt` holding
@@ -63,13 +63,46 @@ class Checkpoints:
         return final
 
     def load(self, step: Optional[int] = None, map_location: str | torch.device = "cpu") -> Optional[dict]:
-        """The checkpoint of `step` (default: the latest), or None when there is none."""
-        path = self.latest() if step is None else self.path(step)
-        if path is None:
-            return None
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint for step {step} in {self.folder} (have {self.steps()})")
-        return load_file(path, map_location)
+        """The checkpoint of `step`, or the latest readable one (None when the run has none).
+
+        Without `step`, an unreadable checkpoint (truncated, bit-rotten, not ours) is moved aside as
+        `step_<N>.pt.corrupt` with a warning naming it, and the one before is used: a resumed run
+        continues from the last good state and writes step N again. Every checkpoint unreadable:
+        an error (the files stay there, renamed, for inspection).
+        """
+        if step is not None:
+            path = self.path(step)
+            if not path.is_file():
+                raise FileNotFoundError(f"no checkpoint for step {step} in {self.folder} (have {self.steps()})")
+            return load_file(path, map_location)
+        bad: list[str] = []
+        for s in reversed(self.steps()):
+            path = self.path(s)
+            try:
+                return load_file(path, map_location)
+            except FileNotFoundError:
+                continue  # moved aside meanwhile by another rank
+            except (MemoryError, PermissionError):
+                raise  # the machine's problem, not the file's
+            except Exception as err:  # noqa: BLE001 - damaged bytes make torch/pickle raise almost anything
+                bad.append(str(path))
+                aside = set_aside(path)
+                log.warning("checkpoint %s is unreadable (%s: %s); moved to %s, falling back to the one before",
+                            path, type(err).__name__, str(err)[:200], aside)
+        if bad:
+            raise RuntimeError(f"no readable checkpoint in {self.folder}: {bad} unreadable, none older "
+                               "(moved aside as *.corrupt)")
+        return None
+
+
+def set_aside(path: Path) -> Optional[Path]:
+    """Rename an unreadable checkpoint out of the `step_*.pt` set; None when it is already gone."""
+    aside = path.with_name(path.name + ".corrupt")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return None
+    return aside
 
 
 def load_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

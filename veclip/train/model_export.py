@@ -8,10 +8,13 @@
 The model's artifact `clip` is the open_clip folder written by veclip.clip.save, so after
 `mlflow.artifacts.download_artifacts("models:/NAME@ALIAS")` the weights are in `<download>/artifacts/clip`
 and load with `veclip.clip.load` or `open_clip.create_model_and_transforms("local-dir:...")`.
+Each version is tagged with the checkpoint it came from (training run, step, file sha256), and a
+checkpoint is registered once: resuming a finished run returns the existing version.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -27,6 +30,8 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 ALIAS = "candidate"
+# Tags on every registered version: which checkpoint it is (export registers a checkpoint once).
+TAG_RUN, TAG_STEP, TAG_SHA256 = "veclip.train_run", "veclip.checkpoint_step", "veclip.checkpoint_sha256"
 ARTIFACT = "clip"
 BATCH = 64
 
@@ -93,34 +98,67 @@ def _requirements() -> list[str]:
     return [f"{n}=={metadata.version(n)}" for n in names]
 
 
+def checkpoint_identity(checkpoint: str, step: int) -> dict[str, str]:
+    """Tags that name one checkpoint: training run (its folder), step and the file's sha256."""
+    digest = hashlib.sha256()
+    with open(checkpoint, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {TAG_RUN: Path(checkpoint).parent.name, TAG_STEP: str(step), TAG_SHA256: digest.hexdigest()}
+
+
+def registered_version(registered_model: str, identity: dict[str, str]) -> Optional[str]:
+    """The version of `registered_model` already registered for this checkpoint, if any (the oldest)."""
+    client = mlflow.MlflowClient()
+    found, token = [], None
+    while True:  # tags are compared here, not in the filter: Unity Catalog filters on name only
+        page = client.search_model_versions(f"name='{registered_model}'", page_token=token)
+        found += [v.version for v in page if all(v.tags.get(k) == val for k, val in identity.items())]
+        token = page.token
+        if not token:
+            break
+    return str(min(found, key=int)) if found else None
+
+
 def log_and_register(clip_folder: str, registered_model: str, example_image: bytes,
-                     example_text: str) -> str:
-    """Log the pyfunc into the active run, register a new version, point `candidate` at it; the version."""
+                     example_text: str, tags: Optional[dict[str, str]] = None) -> str:
+    """Log the pyfunc into the active run, register a new version (with `tags`), point `candidate` at it."""
     import veclip
 
     example = pd.DataFrame({"image": [example_image], "text": [example_text]})
     info = mlflow.pyfunc.log_model(
         name="model", python_model=ClipEmbedder(), artifacts={ARTIFACT: clip_folder},
         signature=signature(), input_example=example, pip_requirements=_requirements(),
-        code_paths=[os.path.dirname(veclip.__file__)],  # the model loads without veclip installed
-        registered_model_name=registered_model)
-    version = str(info.registered_model_version)
+        code_paths=[os.path.dirname(veclip.__file__)])  # the model loads without veclip installed
+    # Registered with its tags in one call: no version without its checkpoint identity.
+    version = str(mlflow.register_model(info.model_uri, registered_model, tags=tags or {}).version)
     mlflow.MlflowClient().set_registered_model_alias(registered_model, ALIAS, version)
     log.info("registered %s version %s with alias %s", registered_model, version, ALIAS)
     return version
 
 
 def export(checkpoint: str, registered_model: str, example_image: bytes, example_text: str) -> str:
-    """Final checkpoint -> open_clip folder -> registered MLflow model version (alias `candidate`)."""
+    """Final checkpoint -> open_clip folder -> registered MLflow model version (alias `candidate`).
+
+    Idempotent: a checkpoint already registered (same training run, step and file sha256, e.g. a
+    finished run resumed again) returns its existing version; nothing is logged or registered and
+    `candidate` is not moved (it may point at a newer model by now).
+    """
     from veclip.train.checkpoint import load_file
     from veclip.train.model import build, save_folder
 
     state = load_file(checkpoint)
+    identity = checkpoint_identity(checkpoint, int(state.get("step", -1)))
+    existing = registered_version(registered_model, identity)
+    if existing is not None:
+        log.info("%s step %s is already %s version %s: not registered again", checkpoint,
+                 identity[TAG_STEP], registered_model, existing)
+        return existing
     built = build(state["model_name"], state.get("image_size"))
     built.model.load_state_dict(state["model"])
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_folder(built.model, state["model_name"], built.image_size, Path(tmp) / ARTIFACT)
-        return log_and_register(str(folder), registered_model, example_image, example_text)
+        return log_and_register(str(folder), registered_model, example_image, example_text, identity)
 
 
 def loss_curve(history: dict, path: str) -> str:
