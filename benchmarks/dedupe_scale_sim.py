@@ -12,8 +12,8 @@ rows (ids 100g .. 100g+99):
 
     r = 0, 2 .. 20   originals: a random 64-bit pHash and a random 8-word AltText each
     r = 1, 3 .. 21   one near copy of the original just before it, its pHash with 0, 1 .. 10 bits
-                     flipped at uniformly random positions (one copy per original: recall by distance
-                     is per pair, not helped by a chain of copies)
+                     flipped at uniformly random positions, and an AltText of its own (one copy per
+                     original, no shared text: recall by distance is the image index's, per pair)
     r = 22, 23       exact copies of originals 2 and 4: same pixels (exact_pixels), same bytes
     r = 24, 25       a text original and its text copy: one word of 8 changed (Jaccard 0.75), an image
                      12, 14 or 16 bits away (beyond the image rule, within text_image_max_hamming)
@@ -116,7 +116,7 @@ def generate(batch: pd.DataFrame) -> pd.DataFrame:
     source[bytes_copy] = base[bytes_copy] + np.uint64(4)
     image_copy = near | pixel_copy | bytes_copy
     phash = mix(source, 1) ^ flips(ids, dist)
-    ix = words(np.where(image_copy | text_copy, source, ids), 2)
+    ix = words(np.where(pixel_copy | bytes_copy | text_copy, source, ids), 2)   # near copies: own AltText
     ix[text_copy, -1] = (mix(ids[text_copy], 99) % np.uint64(VOCAB)).astype(np.int64)   # one word changed
     alt = np.array(join(ix), dtype=object)
     title = ((r == 50) | (r == 51)) & (g % np.uint64(5) == 0)

@@ -142,7 +142,8 @@ def retry_conflicts(write: Callable[[], T], what: str, attempts: int = 8, base_s
                 raise
             if attempt == attempts:
                 raise RuntimeError(f"{what}: still conflicting with another writer after {attempts} attempts "
-                                   f"({type(err).__name__}); nothing was written by this attempt, rerun the job") from err
+                                   f"({type(err).__name__}); the failed attempt committed nothing, rerun the job"
+                                   ) from err
             delay = base_s * (2 ** (attempt - 1)) * (0.5 + random.random())
             log.warning("%s: lost a race with another writer (%s), retry %d/%d in %.1fs",
                         what, type(err).__name__, attempt, attempts - 1, delay)

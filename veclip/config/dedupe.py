@@ -15,11 +15,12 @@ class DedupeConfig(Section):
                                    "most this many bits are near-duplicates (rule `near_image`).")
     phash_index: Literal["auto", "blocks", "exhaustive"] = Field(
         "auto", description="How near-duplicate pHash pairs are found: `blocks` (multi-index hashing: work "
-        "linear in the crawl, pairs beyond phash_blocks - phash_key_blocks bits found only most of the time), "
+        "linear in the crawl; pairs beyond phash_blocks - phash_key_blocks bits found only when their differing "
+        "bits fall in few blocks), "
         "`exhaustive` (every new hash against every hash: exact at any distance, quadratic), or `auto` "
         "(exhaustive while new x all distinct hashes <= exhaustive_max_pairs, else blocks).")
     exhaustive_max_pairs: int = Field(200_000_000, ge=0, description="Largest new x all pHash comparisons "
-                                      "for which `phash_index: auto` searches exhaustively (~1-2 min on 2 cores).")
+                                      "for which `phash_index: auto` searches exhaustively (a first run of ~14,000 images).")
     phash_blocks: int = Field(8, ge=2, le=16, description="Blocks the 64-bit pHash is cut into by the `blocks` "
                               "index. Pairs within phash_blocks - phash_key_blocks bits are always found.")
     phash_key_blocks: int = Field(4, ge=1, le=15, description="Blocks per index key: one table per choice of "

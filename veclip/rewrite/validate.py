@@ -6,7 +6,8 @@
 `tidy` first takes the first line, drops wrapping quotes and a leading label (`VeCap:`, `Caption:`)
 and keeps the first sentence. Every comparison runs on folded text (`injection.fold`: NFKC, no zero-width
 characters, Cyrillic/Greek look-alikes as Latin, no accents), and instruction-like sentences are found in
-seven languages (`injection.INSTRUCTION`), in the AltText and in the output alike. Then, in order, the first failing check names the reason:
+seven languages (`injection.INSTRUCTION`), in the AltText and in the output alike. Then, in order, the
+first failing check names the reason:
 
 | reason | the output ... |
 | --- | --- |
