@@ -22,6 +22,8 @@ def add_args(p):
                    help=f"comma-separated subset of {','.join(STAGE_NAMES)} (default: all, in order)")
     p.add_argument("--retry-errors", action="store_true",
                    help="caption and rewrite again the rows that failed before")
+    p.add_argument("--retry-quarantined", action="store_true",
+                   help="ingest again the samples quarantined for a transient reason (timeout, 5xx, cut shard)")
 
 
 if __name__ == "__main__":
