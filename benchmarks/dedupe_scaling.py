@@ -1,6 +1,6 @@
 """Dedupe speed: image hashing per core next to `imagehash`, and the whole stage at growing sizes.
 
-    .venv/bin/python benchmarks/dedupe_scaling.py [--sizes 1000,10000,100000] [--budget-s 600]
+    .venv/bin/python benchmarks/dedupe_scaling.py [--sizes 1000,10000,100000] [--budget-s 600] [--index blocks]
     .venv/bin/python benchmarks/dedupe_scaling.py --hash-only
 
 1. Hashing, one process, one thread, the same encoded images for all: our UDF's batch function
@@ -139,7 +139,7 @@ def bronze_parquet(n: int, path: str) -> None:
     df.to_parquet(path, index=False)
 
 
-def run_size(spark, n: int, root: str, timeout_s: float):
+def run_size(spark, n: int, root: str, timeout_s: float, index: str = "blocks"):
     """Fresh root with a bronze table of n rows, then one timed `run_dedupe`: (seconds, report).
     After timeout_s a watchdog cancels the run's Spark jobs, every second until it ends (it raises)."""
     from veclip.config import load_config
@@ -152,7 +152,7 @@ def run_size(spark, n: int, root: str, timeout_s: float):
     os.makedirs(base)
     cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "conf", "local.yaml"),
                       [f"paths.root={base}", "spark.master=local[2]", "spark.shuffle_partitions=8",
-                       "mlflow.enabled=false"])
+                       "mlflow.enabled=false", f"dedupe.phash_index={index}"])
     src = os.path.join(base, "bronze.parquet")
     bronze_parquet(n, src)
     df = spark.read.parquet(src)
@@ -173,7 +173,7 @@ def run_size(spark, n: int, root: str, timeout_s: float):
     return time.monotonic() - t0, report
 
 
-def stage_benchmark(sizes: list[int], budget_s: float, root: str) -> None:
+def stage_benchmark(sizes: list[int], budget_s: float, root: str, index: str = "blocks") -> None:
     from veclip.config import load_config
     from veclip.spark import get_spark
 
@@ -188,7 +188,7 @@ def stage_benchmark(sizes: list[int], budget_s: float, root: str) -> None:
             print(f"{n:>8,} rows: not run, the {budget_s:.0f}s budget is spent")
             continue
         try:
-            secs, report = run_size(spark, n, root, budget_s - spent)
+            secs, report = run_size(spark, n, root, budget_s - spent, index)
         except Exception as err:  # noqa: BLE001 - a run cancelled by the budget is reported, not raised
             print(f"{n:>8,} rows: stopped by the {budget_s:.0f}s budget ({type(err).__name__})", flush=True)
             spent = budget_s
@@ -209,10 +209,11 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=600, help="time budget of the stage runs (not data prep)")
     ap.add_argument("--root", default="work/benchmarks/dedupe_scaling")
     ap.add_argument("--hash-only", action="store_true")
+    ap.add_argument("--index", default="blocks", help="dedupe.phash_index of the stage runs (blocks, exhaustive, auto)")
     args = ap.parse_args()
     hashing_benchmark()
     if not args.hash_only:
-        stage_benchmark([int(s) for s in args.sizes.split(",")], args.budget_s, os.path.abspath(args.root))
+        stage_benchmark([int(s) for s in args.sizes.split(",")], args.budget_s, os.path.abspath(args.root), args.index)
 
 
 if __name__ == "__main__":
