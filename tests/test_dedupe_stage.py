@@ -211,6 +211,13 @@ def test_block_index_finds_every_pair_within_the_guarantee_and_few_others(spark,
     others = sum(1 for p, q in found if p != q)
     assert 240 <= others < 240 + 10 and over.count() == 0           # the planted pairs, not all pairs
 
+    # Three new hashes one bit apart share buckets of 3 (collected, not the pair-of-two shortcut).
+    trio = [int(base[0]) ^ 1, int(base[0]) ^ 2, int(base[0]) ^ 4]
+    t_new = spark.createDataFrame([(f"t{i}", h) for i, h in enumerate(trio)], "key string, phash long")
+    t_rows = t_new.selectExpr("key", "phash", "true as is_new").union(rows)
+    t_found = {(r.p, r.q) for r in G.image_candidates(t_new, t_rows, d, "blocks")[0].collect()}
+    assert all((a, b) in t_found or (b, a) in t_found for a in trio for b in trio + [int(base[0])] if a != b)
+
     cand, over = G.image_candidates(new, rows, d, "exhaustive")
     found = {(r.p, r.q) for r in cand.collect()}
     assert over is None and len(found) == 300 * 600 and all((int(near[i]), int(base[i])) in found for i in range(300))

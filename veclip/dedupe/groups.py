@@ -135,13 +135,24 @@ def image_candidates(new: DataFrame, rows: DataFrame, cfg: DedupeConfig,
     if index != "blocks":
         raise ValueError(f"unknown pHash index {index!r} (blocks or exhaustive)")
     masks = key_masks(cfg.phash_blocks, cfg.phash_key_blocks)
-    hub = hub.localCheckpoint(eager=False)          # read twice: bucket sizes, then members
+    hub = hub.localCheckpoint(eager=False)          # read three times: bucket sizes, members, hubs
     entries = (hub.select("phash", F.col("has_new").alias("new"),
                           F.explode(index_keys(F.col("phash"), masks)).alias("k"))
-                  .select(F.col("k.table").alias("table"), F.col("k.v").alias("v"), "phash", "new"))
-    found, over = bucket_pairs(entries, ["table", "v"], ["phash", "new"], "new", cfg.bucket_cap)
+                  .select(F.xxhash64("k.table", "k.v").alias("bucket"), "phash", "new"))
+    # One aggregation over the entries finds the buckets of 2+ hashes. A bucket of exactly two (nearly
+    # all of them) is its own pair: min and max of its hashes, the new one on the left. Only larger
+    # buckets are collected and paired by `bucket_pairs` (sliding windows above the cap).
+    sizes = (entries.groupBy("bucket")
+                    .agg(F.count(F.lit(1)).alias("n"), F.max("new").alias("any_new"), F.min("phash").alias("lo"),
+                         F.max("phash").alias("hi"), F.max(F.when(F.col("new"), F.col("phash"))).alias("new_p"))
+                    .where((F.col("n") >= 2) & F.col("any_new")).localCheckpoint(eager=False))
+    twos = sizes.where(F.col("n") == 2).select(
+        F.col("new_p").alias("p"), F.when(F.col("new_p") == F.col("hi"), F.col("lo")).otherwise(F.col("hi")).alias("q"))
+    larger = entries.join(sizes.where(F.col("n") > 2).select("bucket"), "bucket", "left_semi")
+    found, over = bucket_pairs(larger, ["bucket"], ["phash", "new"], "new", cfg.bucket_cap)
     selves = hub.where("has_new").select(F.col("phash").alias("p"), F.col("phash").alias("q"))
-    pairs = found.select(F.col("l_phash").alias("p"), F.col("r_phash").alias("q")).union(selves).distinct()
+    pairs = (found.select(F.col("l_phash").alias("p"), F.col("r_phash").alias("q"))
+                  .union(twos).union(selves).distinct())
     pairs = pairs.join(hub.select(F.col("phash").alias("q"), F.col("hub").alias("q_hub")), "q")
     return pairs.select("p", "q", "q_hub", hamming_col(F.col("p"), F.col("q")).alias("hamming")), over
 
