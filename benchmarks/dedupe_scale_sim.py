@@ -218,7 +218,7 @@ def run_with_budget(spark, cfg, n: int, parts: int, left_s: float):
     return box.get("r")
 
 
-def save_plot(df: pd.DataFrame, out: str) -> str:
+def save_plot(df: pd.DataFrame, out: str, theory: dict) -> str:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -236,6 +236,7 @@ def save_plot(df: pd.DataFrame, out: str) -> str:
     for row in df.itertuples():
         rec = [getattr(row, f"recall_near_copy_{d}", np.nan) for d in range(11)]
         c.plot(range(11), rec, "o-", label=f"{row.rows:,} rows")
+    c.plot(list(theory), list(theory.values()), "k:", label="uniform bits, theory")
     c.set_xlabel("planted pHash distance (bits)"), c.set_ylabel("recall"), c.set_ylim(0, 1.02), c.legend()
     c.set_title("near copies found")
     path = os.path.join(out, "dedupe_scale_sim.png")
@@ -282,21 +283,23 @@ def main() -> None:
     if not results:
         return
     df = pd.DataFrame(results)
-    df["time_ratio_per_10x"] = df.seconds / df.seconds.shift(1) * 10 / (df.rows / df.rows.shift(1))
+    df["time_ratio"] = df.seconds / df.seconds.shift(1)
+    df["rows_ratio"] = df.rows / df.rows.shift(1)
+    df["time_ratio_per_10x"] = df.time_ratio ** (1 / np.log10(df.rows_ratio))   # the step scaled to 10x rows
     df.to_csv(os.path.join(args.out, "results.csv"), index=False)
-    cols = ["rows", "seconds", "rows_per_s", "time_ratio_per_10x", "image_pairs_per_row", "text_pairs_per_row",
+    cols = ["rows", "seconds", "rows_per_s", "rows_ratio", "time_ratio", "time_ratio_per_10x", "image_pairs_per_row", "text_pairs_per_row",
             "text_buckets_over_cap", "mixed_groups", "chance_pairs_expected", "load_avg"]
     print("\n" + df[cols].to_string(index=False, float_format=lambda v: f"{v:,.3g}"))
     rec = [c for c in df.columns if c.startswith("recall_")]
     print("\nrecall of planted copies (share put in their original's group):")
     print(df.set_index("rows")[rec].T.to_string(float_format=lambda v: f"{v:.4f}"))
-    print("\nexpected for uniformly placed bits (block index):",
-          {dd: round(theory_recall(dd, d.phash_blocks, d.phash_key_blocks), 3) for dd in range(11)})
+    theory = {dd: round(theory_recall(dd, d.phash_blocks, d.phash_key_blocks), 3) for dd in range(11)}
+    print("\nexpected for uniformly placed bits (block index):", theory)
     first, last = df.iloc[0], df.iloc[-1]
     print(f"\ncandidates per row, image: {first.image_pairs_per_row:.3f} at {first.rows:,} -> "
           f"{last.image_pairs_per_row:.3f} at {last.rows:,} rows; time {last.seconds / first.seconds:.1f}x for "
           f"{last.rows / first.rows:,.0f}x rows")
-    print(f"saved {os.path.join(args.out, 'results.csv')} {save_plot(df, args.out)}")
+    print(f"saved {os.path.join(args.out, 'results.csv')} {save_plot(df, args.out, theory)}")
 
 
 if __name__ == "__main__":
