@@ -2,7 +2,7 @@
 
 Modules: `pixels` (decode once: pixel sha256 + grey thumbnail), `phash` (batched DCT pHash),
 `text` (normalisation, boilerplate, MinHash), `features` (pandas UDFs), `groups` (exact hubs,
-pHash LSH banding, connected components), `text_groups` (low-information texts, near_text edges),
+pHash block index, connected components), `buckets` (LSH bucket pairs with the hub cap), `text_groups` (low-information texts, near_text edges),
 `policy` (keep policy, duplicate explanations), `stage` (`run_dedupe`).
 """
 

@@ -1,4 +1,4 @@
-"""Duplicate edges and groups, in Spark: exact-hash stars, pHash LSH banding, connected components.
+"""Duplicate edges and groups, in Spark: exact-hash stars, pHash block index (multi-index hashing), connected components.
 
     edges = exact_edges(new, rows, "pixel_sha256", "exact_pixels")
     cand, over = image_candidates(new, rows, cfg.dedupe)        # block index: never an all-pairs join

@@ -6,7 +6,7 @@
 Plan of a run (only bronze rows not yet in silver are processed; rerunning changes nothing):
   1. features of the new rows (pandas UDFs): pixel sha256 + pHash from one decode, normalised text;
   2. image rules against new + silver rows: exact_bytes, exact_pixels (hash hubs), near_image (pHash
-     LSH banding, Hamming threshold) -> new rows grouped by connected components, a group touching an
+     block index, Hamming threshold) -> new rows grouped by connected components, a group touching an
      existing silver group joins it;
   3. AltTexts shared by `boilerplate_min_groups` image groups are flagged low-information;
   4. near_text: informative near-equal AltTexts AND images within the looser threshold merge groups
