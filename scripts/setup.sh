@@ -18,7 +18,7 @@ PETASTORM_VERSION=0.13.1
 SMOLLM2_VERSION=0.1.2
 DELTA_VERSION=4.4.0
 ENV_HOME="${VECLIP_ENV_HOME:-$HOME/.cache/veclip}"
-HASH="$(cat requirements.txt scripts/setup.sh | sha256sum | cut -c1-12)"
+HASH="$(cat requirements.txt overrides.txt scripts/setup.sh | sha256sum | cut -c1-12)"
 ENV="$ENV_HOME/env-$HASH"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -43,7 +43,7 @@ log "creating $ENV (first time on this machine: downloads ~7 GB, 5-15 minutes)"
 UV="$ENV/bin/uv"
 export PATH="$ENV/bin:$PATH"   # spark-submit finds pyspark through the python3 on PATH
 export UV_HTTP_TIMEOUT=300
-"$UV" pip install --python "$ENV/bin/python" -r requirements.txt
+"$UV" pip install --python "$ENV/bin/python" -r requirements.txt --override overrides.txt
 # Installed without their declared dependencies:
 # - petastorm: its metadata demands setuptools < 70 while torch needs >= 77, so no resolver accepts
 #   the pair; it runs fine with the newer setuptools. Its real needs are listed in requirements.txt.

