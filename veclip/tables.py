@@ -5,6 +5,7 @@
     tables.merge("captions", df, keys=["key", "captioner"], update=["caption", "error"])
     tables.delete("quarantine", keys_df, keys=["key", "stage"])  # rows matching keys_df go
     tables.read("silver").filter("is_canonical")
+    tables.write_work_table("caption_x_todo", df, "slice", n)  # a run's scratch table under the root
 
 Locally a table is a Delta directory `<paths.root>/<prefix><name>` that any Delta reader
 (delta-rs, polars, DuckDB) can open; with `tables.schema` set it is a metastore table
@@ -188,6 +189,39 @@ class Tables:
         if where:
             done = done.where(where)
         return source.join(done.select(*keys).distinct(), on=list(keys), how="left_anti")
+
+    # -- work tables ---------------------------------------------------------------------------
+    # A run's scratch Delta table (e.g. a model stage's to-do snapshot, veclip.model_stage): one
+    # writer, read only by the run that wrote it, rewritten by the next run. Always a directory under
+    # the root, also when the pipeline's tables live in a metastore: it is never registered.
+    def work_location(self, name: str) -> str:
+        """Directory of work table `name`: `<paths.root>/_work/<prefix><name>`."""
+        return os.path.join(self.cfg.paths.root, "_work", f"{self.cfg.tables.prefix}{name}")
+
+    def write_work_table(self, name: str, df: DataFrame, partition_by: str, partitions: int) -> None:
+        """Replace work table `name` with `df`, one directory (and one file) per `partition_by` value.
+
+        `df` is evaluated once. The rows are hash-partitioned on `partition_by` into `partitions` tasks
+        first, so all rows of one value are written by one task into one file; a reader's
+        `where(partition_by == v)` then opens that file only (partition pruning). A range partitioning
+        would sample `df` in a pass of its own: a second evaluation of the query that made it.
+        The old table is deleted first (an overwrite would keep its files until a VACUUM).
+        """
+        self.drop_work_table(name)
+        (df.repartition(max(1, partitions), partition_by).write.format("delta").mode("overwrite")
+         .option("optimizeWrite", "false")   # Databricks: keep one file per value, do not rebalance
+         .partitionBy(partition_by).save(self.work_location(name)))
+
+    def read_work_table(self, name: str) -> DataFrame:
+        return self.spark.read.format("delta").load(self.work_location(name))
+
+    def drop_work_table(self, name: str) -> None:
+        """Delete work table `name`'s directory (nothing when there is none), on any Hadoop file system."""
+        jvm = self.spark.sparkContext._jvm
+        path = jvm.org.apache.hadoop.fs.Path(self.work_location(name))
+        fs = path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        if fs.exists(path):
+            fs.delete(path, True)
 
 
 def _commit_tag(name: str) -> str:

@@ -39,15 +39,29 @@ class CaptionerSpec:
     dtype: str = "auto"
     trust_remote_code: bool = False
     generate_kwargs: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+    engine: str = "hf"                    # caption.engine: hf | vllm
+    vllm: Optional[Any] = None            # caption.vllm (veclip.config.engine.VllmOptions) when engine == vllm
+
+    @classmethod
+    def from_config(cls, c) -> "CaptionerSpec":
+        """The spec of a `caption` config section (veclip.config.caption.CaptionConfig)."""
+        return cls(model=c.model, revision=c.revision, prompt=c.prompt, max_new_tokens=c.max_new_tokens,
+                   dtype=c.dtype, trust_remote_code=c.trust_remote_code,
+                   generate_kwargs=tuple(sorted(c.generate_kwargs.items())), engine=c.engine,
+                   vllm=c.vllm if c.engine == "vllm" else None)
 
     def generation_params(self) -> dict[str, Any]:
-        """Greedy decoding unless generate_kwargs say otherwise; recorded with every caption."""
+        """Greedy decoding unless generate_kwargs say otherwise (the `generate()` arguments)."""
         params: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": False, "num_beams": 1}
         params.update(dict(self.generate_kwargs))
         return params
 
     def generation_params_json(self) -> str:
-        return json.dumps(self.generation_params(), sort_keys=True)
+        """What every caption row records: the generation parameters plus the engine and its version."""
+        from veclip.engines import engine_version
+
+        recorded = {**self.generation_params(), "engine": self.engine, "engine_version": engine_version(self.engine)}
+        return json.dumps(recorded, sort_keys=True)
 
     def hub_kwargs(self) -> dict[str, Any]:
         return {"revision": self.revision, "trust_remote_code": self.trust_remote_code}

@@ -4,6 +4,10 @@
     predict = load("cuda:0")                                  # loads the model (once per worker)
     predict(batch_df)  # -> one caption str, or an Exception for a row that failed on its own
 
+`spec.engine` picks the model runner: `hf` (Captioner, transformers generate on `batch_size` rows)
+or `vllm` (VllmCaptioner: the predict carries `whole_partition = True`, so map_batches hands it the
+whole partition in one call and vLLM batches continuously).
+
 A row whose bytes do not decode (or announce more than `max_pixels` pixels), or whose cleaned caption
 is empty, gets its own exception; the rest of the batch is captioned. Images are decoded by
 veclip.imaging.load_rgb, shared with gold: bounded memory, 16-bit grey scaled, alpha on white.
@@ -17,13 +21,16 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from functools import partial
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import pandas as pd
 
 from veclip.caption.clean import clean_caption
 from veclip.caption.models import Captioner, CaptionerSpec
 from veclip.imaging import DEFAULT_MAX_PIXELS, UndecodableImage, load_rgb, set_pixel_limit
+
+if TYPE_CHECKING:
+    from veclip.caption.vllm_captioner import VllmCaptioner
 
 __all__ = ["CaptionLoader", "EmptyCaption", "UndecodableImage", "caption_batch", "caption_images", "decode_image"]
 
@@ -43,7 +50,7 @@ def decode_image(data: Optional[bytes], max_side: int = DECODE_MAX_SIDE, max_pix
     return load_rgb(data, max_side, max_pixels)
 
 
-def caption_batch(captioner: Captioner, max_chars: int, column: str, batch: pd.DataFrame,
+def caption_batch(captioner: "Captioner | VllmCaptioner", max_chars: int, column: str, batch: pd.DataFrame,
                   max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Union[str, Exception]]:
     """One output per row: the cleaned caption, or the row's own exception."""
     out: list[Union[str, Exception, None]] = [None] * len(batch)
@@ -72,14 +79,23 @@ class CaptionLoader:
 
     @property
     def cache_key(self) -> str:
-        """Workers reuse a loaded model only for the very same spec, prompt and pixel limit."""
+        """Workers reuse a loaded model only for the very same spec (engine and vLLM options included),
+        prompt and pixel limit."""
         digest = hashlib.sha256(repr((self.spec, self.prompt_text, self.max_pixels)).encode()).hexdigest()[:12]
-        return f"caption:{self.spec.model}:{digest}"
+        return f"caption:{self.spec.engine}:{self.spec.model}:{digest}"
 
     def __call__(self, device: str):
         set_pixel_limit(self.max_pixels)  # runs in the worker process that decodes
-        captioner = Captioner(self.spec, device, self.prompt_text)
-        return partial(caption_batch, captioner, self.max_chars, self.column, max_pixels=self.max_pixels)
+        if self.spec.engine == "vllm":
+            from veclip.caption.vllm_captioner import VllmCaptioner  # heavy: only when asked for
+
+            captioner = VllmCaptioner(self.spec, device, self.prompt_text)
+        else:
+            captioner = Captioner(self.spec, device, self.prompt_text)
+        predict = partial(caption_batch, captioner, self.max_chars, self.column, max_pixels=self.max_pixels)
+        # vLLM batches continuously: hand it the whole partition at once (veclip.inference.run_batches).
+        predict.whole_partition = self.spec.engine == "vllm"
+        return predict
 
 
 def caption_images(loader: CaptionLoader, images: Sequence[bytes], device: str = "cpu") -> list:

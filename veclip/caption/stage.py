@@ -8,9 +8,11 @@ table keyed by (key, captioner) with the columns of veclip.schemas.CAPTIONS: the
 an `error` saying why there is none, plus model id/revision, rendered prompt and its hash, generation
 parameters and timestamps.
 
-Resumable and incremental: the rows still missing a caption from this captioner are split into
-slices of about `caption.commit_every` rows (by a hash of the key, fixed for the run) and each slice
-is captioned and MERGEd on its own, so a killed job loses at most one slice and a rerun does only
+Resumable and incremental, through veclip.model_stage (the driver shared with the rewrite stage):
+the rows still missing a caption from this captioner (key and image) are computed once per run and
+written once to a work table under the root, in slices of about `caption.commit_every` rows (by a
+hash of the key); each slice reads only its own file, is captioned and MERGEd on its own. A slice
+costs the same whatever the crawl size, a killed job loses at most one slice, and a rerun does only
 what is missing. The MERGE on (key, captioner) never duplicates a pair; another captioner id
 captions the same rows alongside. `--retry-errors` also recaptions rows that failed before and
 overwrites their caption/error/provenance columns. A failure storm (more than
@@ -27,7 +29,6 @@ import contextlib
 import logging
 import math
 import time
-from collections import Counter
 from typing import Optional
 
 from pyspark.sql import DataFrame, SparkSession
@@ -39,9 +40,10 @@ from veclip.caption.prompt import prompt_sha256
 from veclip.config import Config
 from veclip.config.caption import CaptionConfig
 from veclip.imaging import DEFAULT_MAX_PIXELS
-from veclip.inference import Load, error_kind, map_batches
-from veclip.progress import Progress, SparkProgress
-from veclip.report import StageReport, check_failure_rate
+from veclip.inference import Load, map_batches
+from veclip.model_stage import (OUTCOME, ModelStage, gpu_profile, model_partitions, outcome_of, run_slices,
+                                snapshot_todo, work_name)
+from veclip.report import StageReport
 from veclip.schemas import CAPTIONS
 from veclip.tables import Tables, canonical_samples
 
@@ -54,9 +56,7 @@ ARROW_ROWS_PER_BATCH = 64
 
 
 def spec_of(c: CaptionConfig) -> CaptionerSpec:
-    return CaptionerSpec(model=c.model, revision=c.revision, prompt=c.prompt, max_new_tokens=c.max_new_tokens,
-                         dtype=c.dtype, trust_remote_code=c.trust_remote_code,
-                         generate_kwargs=tuple(sorted(c.generate_kwargs.items())))
+    return CaptionerSpec.from_config(c)
 
 
 def caption_loader(c: CaptionConfig, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[CaptionLoader, CaptionerInfo]:
@@ -70,14 +70,9 @@ def caption_loader(c: CaptionConfig, max_pixels: int = DEFAULT_MAX_PIXELS) -> tu
 
 
 def todo(tables: Tables, canonical: DataFrame, captioner: str, retry_errors: bool) -> DataFrame:
-    """Canonical rows with no row from `captioner` (or a failed one, when retrying errors)."""
+    """Canonical rows with no row from `captioner` (or a failed one, when retrying errors): key, image."""
     where = f"captioner = '{captioner}'" + (" AND error IS NULL" if retry_errors else "")
-    return tables.missing(canonical, "captions", ["key"], where=where)
-
-
-def in_slice(n_slices: int, i: int):
-    """Slice membership from the key alone: the same key stays in the same slice for a whole run."""
-    return F.pmod(F.xxhash64("key"), F.lit(n_slices)) == F.lit(i)
+    return tables.missing(canonical.select("key", "image"), "captions", ["key"], where=where)
 
 
 def with_provenance(out: DataFrame, c: CaptionConfig, spec: CaptionerSpec, info: CaptionerInfo) -> DataFrame:
@@ -89,18 +84,6 @@ def with_provenance(out: DataFrame, c: CaptionConfig, spec: CaptionerSpec, info:
     }
     return out.select(*[(values[f.name] if f.name in values else F.col(f.name)).cast(f.dataType).alias(f.name)
                         for f in CAPTIONS.fields])
-
-
-def gpu_profile(spark: SparkSession, gpus_per_task: float):
-    """A stage-level resource profile asking for GPUs, when the cluster is not already set up that way."""
-    if gpus_per_task <= 0 or spark.sparkContext.master.startswith("local"):
-        return None
-    configured = spark.sparkContext.getConf().get("spark.task.resource.gpu.amount", None)
-    if configured is not None and float(configured) == gpus_per_task:
-        return None  # every task already gets its GPU share
-    from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
-
-    return ResourceProfileBuilder().require(TaskResourceRequests().resource("gpu", gpus_per_task)).build
 
 
 @contextlib.contextmanager
@@ -117,20 +100,28 @@ def arrow_rows_per_batch(spark: SparkSession, rows: int):
             spark.conf.unset(key)
 
 
-def caption_slice(spark: SparkSession, tables: Tables, rows: DataFrame, expected: int, cfg: Config,
-                  load: Load, cache_key: str, info: CaptionerInfo) -> tuple[int, Counter]:
-    """Caption one slice and MERGE it; returns (captioned, failed rows by error type)."""
+# Most images one vLLM call (one Spark partition) receives: all of them are decoded before the engine
+# starts (up to ~3 MB each at DECODE_MAX_SIDE), and continuous batching gains nothing past max_num_seqs.
+VLLM_IMAGES_PER_CALL = 256
+
+
+def model_stage(spark: SparkSession, cfg: Config, load: Load, info: CaptionerInfo) -> ModelStage:
+    """The caption stage as veclip.model_stage drives it: to-do rows (key, image) -> CAPTIONS rows."""
     c = cfg.caption
-    parts = max(1, min(spark.sparkContext.defaultParallelism, math.ceil(expected / c.batch_size)))
-    src = rows.select("key", "image").repartition(parts)
-    out = map_batches(src, load, cache_key, c.batch_size, keep=["key"], output="caption",
-                      profile=gpu_profile(spark, c.gpus_per_task))
-    # Generate exactly once: a MERGE may read its source twice.
-    result = with_provenance(out, c, spec_of(c), info).localCheckpoint(eager=True)
-    counts = {r["kind"]: int(r["n"]) for r in result.groupBy(error_kind("error").alias("kind"))
-              .agg(F.count("*").alias("n")).collect()}
-    tables.merge("captions", result, KEYS, update=UPDATE)
-    return counts.pop(None, 0), Counter(counts)
+    cache_key = getattr(load, "cache_key", None) or f"caption:{c.captioner}"
+    spec = spec_of(c)
+
+    def generate(rows: DataFrame, expected: float) -> DataFrame:
+        parts = model_partitions(spark, expected, c.batch_size)
+        if c.engine == "vllm":
+            # vLLM takes a whole partition per call, and its images are decoded at once: bound the rows.
+            parts = max(parts, math.ceil(expected / VLLM_IMAGES_PER_CALL))
+        src = rows.select("key", "image").repartition(parts)
+        out = map_batches(src, load, cache_key, c.batch_size, keep=["key"], output="caption",
+                          profile=gpu_profile(spark, c.gpus_per_task))
+        return with_provenance(out, c, spec, info).withColumn(OUTCOME, outcome_of(F.lit("captioned")))
+
+    return ModelStage("caption", "captions", KEYS, UPDATE, ("captioned", "failed"), generate, unit="images")
 
 
 def ensure_table(spark: SparkSession, tables: Tables) -> None:
@@ -166,10 +157,15 @@ def run_caption(cfg: Config, spark: SparkSession, args=None, loader: Optional[Lo
     report.count("canonical", before["canonical"])
     report.count("already_done", done)
     report.count("to_caption", before["canonical"] - done)
-    report.count("captioned", 0)
-    report.count("failed", 0)
     t0 = time.monotonic()
-    n_slices = caption_slices(spark, tables, cfg, canonical, report, retry, loader or built, info)
+    total = report.counts["to_caption"]
+    snapshot = snapshot_todo(tables, todo(tables, canonical, c.captioner, retry), work_name("caption", c.captioner),
+                             total, c.commit_every)
+    log.info("caption: %d of %d canonical rows to caption with %s (%s) in %d slice(s)",
+             total, before["canonical"], c.captioner, c.model, snapshot.n_slices)
+    with arrow_rows_per_batch(spark, max(ARROW_ROWS_PER_BATCH, c.batch_size)):
+        run_slices(spark, tables, snapshot, model_stage(spark, cfg, loader or built, info), report,
+                   c.max_failure_rate)
     seconds = time.monotonic() - t0
     report.count("caption_rows", status(tables, canonical, c.captioner)["rows"])
     # The slices covered the work exactly once, and every canonical row now has its row.
@@ -178,31 +174,6 @@ def run_caption(cfg: Config, spark: SparkSession, args=None, loader: Optional[Lo
     processed = report.counts["captioned"] + report.counts["failed"]
     report.details.update({
         "captioner": c.captioner, "model": c.model, "revision": info.revision, "prompt": info.prompt_text,
-        "slices": n_slices, "images_per_s": round(processed / seconds, 2) if processed else 0.0,
+        "slices": snapshot.n_slices, "images_per_s": round(processed / seconds, 2) if processed else 0.0,
         "captions_version": tables.version("captions")})
     return report.finish()
-
-
-def caption_slices(spark: SparkSession, tables: Tables, cfg: Config, canonical: DataFrame, report: StageReport,
-                   retry: bool, load: Load, info: CaptionerInfo) -> int:
-    """Caption `to_caption` rows in slices of about commit_every rows, one MERGE each; returns the slice count."""
-    c, total = cfg.caption, report.counts["to_caption"]
-    n_slices = max(1, math.ceil(total / c.commit_every)) if total else 0
-    log.info("caption: %d of %d canonical rows to caption with %s (%s) in %d slice(s)",
-             total, report.counts["canonical"], c.captioner, c.model, n_slices)
-    cache_key = getattr(load, "cache_key", None) or f"caption:{c.captioner}"
-    progress, errors = Progress(total, label="caption", unit="images", every_s=0), Counter()
-    with arrow_rows_per_batch(spark, max(ARROW_ROWS_PER_BATCH, c.batch_size)):
-        for i in range(n_slices):
-            rows = todo(tables, canonical, c.captioner, retry).where(in_slice(n_slices, i))
-            with SparkProgress(spark, f"caption slice {i + 1}/{n_slices}"):
-                ok, failed = caption_slice(spark, tables, rows, total / n_slices, cfg, load, cache_key, info)
-            report.count("captioned", ok)
-            report.count("failed", sum(failed.values()))
-            errors.update(failed)
-            progress.update(ok + sum(failed.values()), force=True)
-            # A failure storm stops here, its rows committed as retryable error rows (see veclip.report).
-            done = report.counts["captioned"] + report.counts["failed"]
-            check_failure_rate(report, report.counts["failed"], done, c.max_failure_rate, final=i == n_slices - 1,
-                               errors=errors)
-    return n_slices

@@ -2,6 +2,7 @@
 
     build_tiny_llava("/tmp/tiny-llava")                    # LLaVA: CLIP vision tower + Llama + chat template
     build_tiny_llava("/tmp/small-llava", size="small")     # a larger random LLaVA (benchmarks)
+    build_tiny_llava("/tmp/vllm-llava", size="vllm")       # tiny, and runnable by vLLM's CPU backend too
     build_tiny_vision_encoder_decoder("/tmp/tiny-ved")     # ViT encoder + GPT-2 decoder, no prompt
 
     python -m veclip.caption.tiny llava /tmp/tiny-llava [--size small]
@@ -14,8 +15,11 @@ chat template -> batched `generate`). For real captions point `caption.model` at
 
 The tokenizer is a word-level `tokenizers` model built from the small vocabulary below, wrapped
 as a `PreTrainedTokenizerFast` with BOS/EOS/PAD, the `<image>` token and a LLaVA-1.5 chat template.
-Weights are seeded, so the same builder call makes the same model. Each model folder also gets a
-`VECLIP_RANDOM_WEIGHTS` marker file, so reports and the gallery can warn that captions are noise.
+Weights are seeded, so the same builder call makes the same model. LLaVA weights are saved in the
+hub layout (`vision_tower.vision_model.*`, as llava-hf checkpoints have it), which both transformers
+and vLLM read; transformers 5 itself would write `vision_tower.*`, which vLLM does not map.
+Each model folder also gets a `VECLIP_RANDOM_WEIGHTS` marker file, so reports and the gallery can
+warn that captions are noise.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ MARKER = "VECLIP_RANDOM_WEIGHTS"
 SIZES = {
     "tiny": dict(v_hidden=32, v_layers=2, image=32, patch=8, t_hidden=64, t_layers=2, heads=4),
     "small": dict(v_hidden=192, v_layers=4, image=112, patch=14, t_hidden=384, t_layers=6, heads=6),
+    # Runs in vLLM on CPU too: its CPU attention needs a head_dim of 64 (128 / 2 heads), not 16.
+    "vllm": dict(v_hidden=32, v_layers=2, image=32, patch=8, t_hidden=128, t_layers=2, heads=2),
 }
 
 
@@ -121,10 +127,38 @@ def build_tiny_llava(path: str, size: str = "tiny", seed: int = 0) -> str:
                                image_token="<image>", num_additional_image_tokens=1)
     os.makedirs(path, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)
+    hub_vision_layout(path)
     processor.save_pretrained(path)
     _mark(path, f"LLaVA ({size})")
     log.info("saved random-weight LLaVA (%s) to %s", size, path)
     return path
+
+
+def _hub_key(key: str) -> str:
+    if key.startswith("vision_tower.") and not key.startswith("vision_tower.vision_model."):
+        return "vision_tower.vision_model." + key[len("vision_tower."):]
+    return key
+
+
+def hub_vision_layout(path: str) -> None:
+    """Rename a saved LLaVA's `vision_tower.X` weights to the hub's `vision_tower.vision_model.X`."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".safetensors"):
+            file = os.path.join(path, name)
+            tensors = load_file(file)
+            if any(_hub_key(k) != k for k in tensors):
+                save_file({_hub_key(k): v for k, v in tensors.items()}, file, metadata={"format": "pt"})
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.isfile(index):  # sharded: the index names the same keys
+        with open(index) as f:
+            data = json.load(f)
+        data["weight_map"] = {_hub_key(k): v for k, v in data["weight_map"].items()}
+        with open(index, "w") as f:
+            json.dump(data, f, indent=2)
 
 
 def build_tiny_vision_encoder_decoder(path: str, seed: int = 0) -> str:

@@ -76,12 +76,16 @@ def say(msg: str) -> None:
     print(f"[reproduce] {time.strftime('%H:%M:%S')} {msg}", flush=True)
 
 
+# The rewrite of the demos (`make demo` passes the same in scripts/demo.sh): vLLM, best of 4 candidates.
+DEMO_REWRITE = ("rewrite.engine=vllm", "rewrite.num_candidates=4")
+
+
 def config(plan: Plan, root: str, *extra: str):
     from veclip.config import load_config
 
     return load_config(os.path.join(REPO, "conf", "local.yaml"),
                        [f"paths.root={root}", "mlflow.enabled=false", "spark.master=local[2]",
-                        "spark.shuffle_partitions=2", f"caption.model={plan.captioner}", *extra])
+                        "spark.shuffle_partitions=2", f"caption.model={plan.captioner}", *DEMO_REWRITE, *extra])
 
 
 def rate_dir(plan: Plan, rate: float) -> str:

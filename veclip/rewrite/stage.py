@@ -9,12 +9,16 @@ Writes the `vecap` Delta table keyed by (key, rewriter), exactly the columns of 
 the VeCap, whether the documented fallback replaced the LLM output (`fallback_used`), model id and
 revision, prompt version and hash, generation parameters, per-row error and timestamps.
 
-Resumable: the rows still missing are split into slices of about `rewrite.commit_every` rows (by a
-hash of the key) and each slice is generated and MERGEd on its own, so a kill loses at most one
-slice and a rerun does only what is missing. The MERGE on (key, rewriter) never duplicates a pair.
-`--retry-errors` also redoes rows whose rewrite failed and overwrites them. A failure storm (more
-than `rewrite.max_failure_rate` of this run's rows failing) raises `FailureRateExceeded` after the
-slice that shows it: the job exits non-zero, the failed rows stay error rows for `--retry-errors`.
+Resumable, through veclip.model_stage (the driver shared with the caption stage): the rows still
+missing (key, alt_text, caption and silver's `alt_text_low_info`, False without a silver table) are
+computed once per run and written once to a work table under the root, in slices of about
+`rewrite.commit_every` rows (by a hash of the key); each slice reads only its own file, is generated
+and MERGEd on its own, so a kill loses at most one slice and a rerun does only what is missing. The
+MERGE on (key, rewriter) never duplicates a pair. `--retry-errors` also redoes rows whose rewrite
+failed and overwrites them. A failure storm (more than `rewrite.max_failure_rate` of this run's rows
+failing) raises `FailureRateExceeded` after the slice that shows it: the job exits non-zero, the
+failed rows stay error rows for `--retry-errors`. The result JSON may carry keys beyond `RESULT`'s
+(e.g. candidates, chosen): they are ignored here.
 
 Inference goes through veclip.inference.map_batches, like the captioner: the model loads once per
 Python worker, batches are regrouped, a failing batch is split and retried.
@@ -24,18 +28,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
-from collections import Counter
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import BooleanType, StringType, StructField, StructType
+from pyspark.sql.types import BooleanType, IntegerType, StringType, StructField, StructType
 
 from veclip.config import Config
-from veclip.inference import error_kind, map_batches
-from veclip.progress import Progress, SparkProgress
-from veclip.report import StageReport, check_failure_rate
+from veclip.engines import engine_version
+from veclip.inference import map_batches
+from veclip.model_stage import (OUTCOME, ModelStage, gpu_profile, model_partitions, outcome_of, run_slices,
+                                snapshot_todo, work_name)
+from veclip.report import StageReport
 from veclip.rewrite.rewriter import RewriterLoader
 from veclip.schemas import VECAP
 from veclip.tables import Tables, canonical_samples
@@ -45,7 +49,9 @@ log = logging.getLogger(__name__)
 KEYS = ["key", "rewriter"]
 UPDATE = [c for c in VECAP.fieldNames() if c not in KEYS]   # what --retry-errors overwrites
 RESULT = StructType([StructField("vecap", StringType()), StructField("fallback_used", BooleanType()),
-                     StructField("reason", StringType())])
+                     StructField("reason", StringType()), StructField("candidates", IntegerType()),
+                     StructField("chosen", IntegerType()), StructField("alt_text_in_fallback", BooleanType())])
+WITH_ALT_TEXT = "|alt_text"   # outcome label suffix: a fallback that kept AltText words
 
 
 def captioner_of(cfg: Config) -> str:
@@ -56,8 +62,15 @@ def captioner_of(cfg: Config) -> str:
 
 
 def work(tables: Tables, captioner: str, rewriter: str, retry_errors: bool) -> tuple[DataFrame, dict]:
-    """(rows to rewrite: key, alt_text, caption; counts) from one pass over canonical + captions + vecap."""
+    """(rows to rewrite: key, alt_text, caption, alt_text_low_info; counts) from one pass over canonical +
+    captions + vecap. `alt_text_low_info`: dedupe's flag for a boilerplate or shared AltText (silver),
+    False when there is no silver table yet."""
     canonical = canonical_samples(tables).select("key", "alt_text")
+    if tables.exists("silver"):
+        canonical = canonical.join(tables.read("silver").select("key", "alt_text_low_info"), "key", "left")
+    else:
+        canonical = canonical.withColumn("alt_text_low_info", F.lit(None).cast("boolean"))
+    canonical = canonical.withColumn("alt_text_low_info", F.coalesce("alt_text_low_info", F.lit(False)))
     caps = (tables.read("captions").where(F.col("captioner") == captioner)
             .where("error IS NULL AND caption IS NOT NULL").select("key", "caption"))
     done = tables.read("vecap").where(F.col("rewriter") == rewriter)
@@ -69,7 +82,8 @@ def work(tables: Tables, captioner: str, rewriter: str, retry_errors: bool) -> t
                    F.count(F.when(F.col("caption").isNotNull() & F.col("_done"), 1)).alias("done")).first()
     counts = {"canonical": agg["canonical"], "no_caption": agg["canonical"] - agg["captioned"],
               "already_done": agg["done"], "to_rewrite": agg["captioned"] - agg["done"]}
-    todo = rows.where(F.col("caption").isNotNull() & F.col("_done").isNull()).select("key", "alt_text", "caption")
+    todo = (rows.where(F.col("caption").isNotNull() & F.col("_done").isNull())
+            .select("key", "alt_text", "caption", "alt_text_low_info"))
     return todo, counts
 
 
@@ -82,12 +96,22 @@ def with_provenance(out: DataFrame, cfg: Config, loader: RewriterLoader, caption
         "fallback_used": F.coalesce(F.col("_r.fallback_used"), F.lit(False)),
         "model_id": F.lit(loader.source.model_id()), "model_revision": F.lit(loader.source.revision_label()),
         "prompt_version": F.lit(loader.spec.version), "prompt_sha256": F.lit(loader.spec.sha256),
-        "generation_params": F.lit(loader.params.as_json(batch_size=r.batch_size, dtype=r.dtype,
-                                                         prompt_file=loader.spec.path)),
+        "generation_params": row_params(loader.params_json(batch_size=r.batch_size, dtype=r.dtype,
+                                                           prompt_file=loader.spec.path)),
     }
     cols = [(values[f.name] if f.name in values else F.col(f.name)).cast(f.dataType).alias(f.name)
             for f in VECAP.fields]
-    return parsed.select(*cols, F.col("_r.reason").alias("_reason"))
+    return parsed.select(*cols, F.col("_r.reason").alias("_reason"), F.col("_r.chosen").alias("_chosen"),
+                         F.coalesce(F.col("_r.alt_text_in_fallback"), F.lit(False)).alias("_alt_text"))
+
+
+def row_params(stage_params: str):
+    """The row's generation_params: the stage's JSON plus how many candidates this row had and which
+    one won (null: the fallback, or no model call)."""
+    assert stage_params.endswith("}") and stage_params != "{}"
+    return F.concat(F.lit(stage_params[:-1] + ', "candidates": '),
+                    F.coalesce(F.col("_r.candidates"), F.lit(0)).cast("string"), F.lit(', "chosen": '),
+                    F.coalesce(F.col("_r.chosen").cast("string"), F.lit("null")), F.lit("}"))
 
 
 def cache_key(loader: RewriterLoader) -> str:
@@ -95,41 +119,39 @@ def cache_key(loader: RewriterLoader) -> str:
     return f"rewriter:{hashlib.sha256(repr(loader).encode()).hexdigest()[:16]}"
 
 
-def gpu_profile(spark: SparkSession, gpus_per_task: float):
-    from veclip.caption.stage import gpu_profile as shared  # one definition, shared with the captioner
-
-    return shared(spark, gpus_per_task)
-
-
-def rewrite_slice(spark: SparkSession, tables: Tables, rows: DataFrame, expected: float, cfg: Config,
-                  loader: RewriterLoader, captioner: str) -> Counter:
-    """Rewrite one slice and MERGE it; returns a Counter of outcomes (rewritten / fallback:REASON / failed:ERROR)."""
+def model_stage(spark: SparkSession, cfg: Config, loader: RewriterLoader, captioner: str) -> ModelStage:
+    """The rewrite stage as veclip.model_stage drives it: to-do rows -> VECAP rows, each labelled
+    rewritten, fallback:<reason> or failed:<error type>."""
     r = cfg.rewrite
-    parts = r.partitions or max(1, min(spark.sparkContext.defaultParallelism, math.ceil(expected / r.batch_size)))
-    out = map_batches(rows.repartition(parts), loader, cache_key(loader), r.batch_size,
-                      keep=["key"], output="result", profile=gpu_profile(spark, r.gpus_per_task))
-    # Generate exactly once: a MERGE may read its source twice.
-    result = with_provenance(out, cfg, loader, captioner).localCheckpoint(eager=True)
-    outcome = Counter()
-    for row in result.groupBy(error_kind("error").alias("kind"), "fallback_used", "_reason").count().collect():
-        label = (f"failed:{row['kind']}" if row["kind"] is not None else
-                 f"fallback:{row['_reason']}" if row["fallback_used"] else "rewritten")
-        outcome[label] += int(row["count"])
-    tables.merge("vecap", result.drop("_reason"), KEYS, update=UPDATE)
-    return outcome
 
+    def generate(rows: DataFrame, expected: float) -> DataFrame:
+        src = rows.repartition(model_partitions(spark, expected, r.batch_size, r.partitions))
+        out = map_batches(src, loader, cache_key(loader), r.batch_size, keep=["key"], output="result",
+                          profile=gpu_profile(spark, r.gpus_per_task))
+        result = with_provenance(out, cfg, loader, captioner)
+        fallback = F.concat(F.lit("fallback:"), F.coalesce("_reason", F.lit("None")),
+                            F.when(F.col("_alt_text"), F.lit(WITH_ALT_TEXT)).otherwise(F.lit("")))
+        won = F.concat(F.lit("rewritten:"), F.coalesce(F.col("_chosen").cast("string"), F.lit("0")))
+        ok = F.when(F.col("fallback_used"), fallback).otherwise(won)
+        return result.withColumn(OUTCOME, outcome_of(ok)).drop("_reason", "_chosen", "_alt_text")
 
-def outcome_counts(outcome: Counter) -> dict[str, int]:
-    """rewrite_slice outcomes -> the report's rewritten / fallback / failed counts."""
-    return {"rewritten": outcome["rewritten"],
-            "fallback": sum(v for k, v in outcome.items() if k.startswith("fallback:")),
-            "failed": sum(v for k, v in outcome.items() if k.startswith("failed:"))}
+    return ModelStage("rewrite", "vecap", KEYS, UPDATE, ("rewritten", "fallback", "failed"), generate)
 
 
 def ensure_table(spark: SparkSession, tables: Tables) -> None:
     """Create the vecap table empty with exactly the VECAP schema (nullability included)."""
     if not tables.exists("vecap"):
         tables.merge("vecap", spark.createDataFrame([], VECAP), KEYS)
+
+
+def labelled(outcome, kind: str) -> dict[str, int]:
+    """Outcome counts of one kind by label: fallback reasons, or the index of the winning candidate."""
+    got: dict[str, int] = {}
+    for k, v in outcome.items():
+        if k.startswith(f"{kind}:"):
+            label = k.split(":", 1)[1].removesuffix(WITH_ALT_TEXT)
+            got[label] = got.get(label, 0) + v
+    return dict(sorted(got.items()))
 
 
 def count_rows(tables: Tables, rewriter: str, captioner: str) -> int:
@@ -149,25 +171,15 @@ def run_rewrite(cfg: Config, spark: SparkSession, args=None) -> StageReport:
     todo, counts = work(tables, captioner, r.rewriter_id, retry)
     for k, v in counts.items():
         report.count(k, v)
-    n, n_slices = counts["to_rewrite"], max(1, math.ceil(counts["to_rewrite"] / r.commit_every))
+    n, t0 = counts["to_rewrite"], time.monotonic()
+    snapshot = snapshot_todo(tables, todo, work_name("rewrite", r.rewriter_id), n, r.commit_every)
     log.info("rewrite: %d of %d canonical rows to rewrite with %s (%s), captions of %s, in %d slice(s)",
-             n, counts["canonical"], r.rewriter_id, loader.source.model_id(), captioner, n_slices)
-    todo = todo.localCheckpoint(eager=True) if n else todo   # the slices of this run come from one snapshot
-    outcome, progress, t0 = Counter(), Progress(n, label="rewrite", unit="rows", every_s=0), time.monotonic()
-    for i in range(n_slices if n else 0):
-        rows = todo.where(F.pmod(F.xxhash64("key"), F.lit(n_slices)) == F.lit(i))
-        with SparkProgress(spark, f"rewrite slice {i + 1}/{n_slices}"):
-            got = rewrite_slice(spark, tables, rows, n / n_slices, cfg, loader, captioner)
-        outcome.update(got)
-        progress.update(sum(got.values()), force=True)
-        counts = outcome_counts(outcome)
-        report.counts.update(counts)
-        # A failure storm stops here, its rows committed as retryable error rows (see veclip.report).
-        check_failure_rate(report, counts["failed"], sum(counts.values()), r.max_failure_rate,
-                           final=i == n_slices - 1,
-                           errors={k.split(":", 1)[1]: v for k, v in outcome.items() if k.startswith("failed:")})
+             n, counts["canonical"], r.rewriter_id, loader.source.model_id(), captioner, snapshot.n_slices)
+    outcome = run_slices(spark, tables, snapshot, model_stage(spark, cfg, loader, captioner), report,
+                         r.max_failure_rate)
     seconds = time.monotonic() - t0
-    report.counts.update(outcome_counts(outcome))
+    report.count("fallback_with_alt_text", sum(v for k, v in outcome.items()
+                                               if k.startswith("fallback:") and k.endswith(WITH_ALT_TEXT)))
     report.count("vecap_rows", count_rows(tables, r.rewriter_id, captioner))
     report.identity("canonical = no caption yet + done before + to rewrite", ["canonical"],
                     ["no_caption", "already_done", "to_rewrite"])
@@ -176,7 +188,8 @@ def run_rewrite(cfg: Config, spark: SparkSession, args=None) -> StageReport:
     report.details.update({
         "rewriter": r.rewriter_id, "model": loader.source.model_id(), "revision": loader.source.revision_label(),
         "captioner": captioner, "prompt": f"{loader.spec.version} ({loader.spec.sha256[:12]}) {loader.spec.path}",
-        "fallback reasons": dict(sorted((k.split(":", 1)[1], v) for k, v in outcome.items() if k.startswith("fallback:"))),
-        "slices": n_slices, "rows_per_s": round(sum(outcome.values()) / seconds, 3) if seconds > 0 and n else 0.0,
+        "fallback reasons": labelled(outcome, "fallback"), "winning candidate": labelled(outcome, "rewritten"),
+        "num_candidates": r.num_candidates, "engine": f"{r.engine} ({engine_version(r.engine)})",
+        "slices": max(1, snapshot.n_slices), "rows_per_s": round(sum(outcome.values()) / seconds, 3) if seconds > 0 and n else 0.0,
         "vecap_version": tables.version("vecap")})
     return report.finish()

@@ -1,7 +1,7 @@
 """Is an LLM output a usable VeCap? If not, the documented fallback. Pure functions, no Spark.
 
     v = validate(output, alt_text, caption, spec)          # Verdict(text, reason)
-    vecap = v.text if v.ok else fallback_text(caption, alt_text)
+    vecap = v.text if v.ok else fallback_text(caption, fallback_alt(alt_text, "informative"))
 
 `tidy` first takes the first line, drops wrapping quotes and a leading label (`VeCap:`, `Caption:`)
 and keeps the first sentence. Every comparison runs on folded text (`injection.fold`: NFKC, no zero-width
@@ -28,11 +28,18 @@ first failing check names the reason:
 | too_long | needs more than max_clip_tokens CLIP tokens |
 | new_words | brings in more than MAX_NEW_WORDS content words found in neither text (inflections and compounds count as found; FUNCTION_WORDS and ALLOWED_NEW, the colour/position/framing words a fusion adds, are free), or any such word SHOUTED |
 
-**Fallback rule.** A failed output is replaced by `"<caption>, <AltText>"`: the cleaned caption, then the
-cleaned AltText without its instruction-like sentences, cut word by word from the end until the whole
-fits `max_clip_tokens` CLIP tokens. When the AltText is low-information (empty, a file name, only
-digits/codes, or only generic words such as "image", "photo", "thumbnail") the fallback is the caption
-alone. The row is marked `fallback_used`.
+**Fallback rule.** A failed output is replaced by `"<caption>, <AltText part>"`: the cleaned caption, then
+the AltText part, cut word by word from the end until the whole fits `max_clip_tokens` CLIP tokens. When
+the AltText part is empty or low-information (a file name, only digits/codes, or only generic words such
+as "image", "photo", "thumbnail") the fallback is the caption alone. The row is marked `fallback_used`.
+The AltText part (`fallback_alt`, config `rewrite.fallback_alt_text`) is:
+
+- `informative` (default): only the AltText words that carry content (`informative_alt_words`): nothing
+  when dedupe flagged the AltText low-information, no shop names, SKUs/model numbers, SEO and commerce
+  phrases ("free shipping", "for sale", "wholesale"), URLs or file names, and nothing at all when fewer
+  than two content words are left;
+- `always`: the whole cleaned AltText without its instruction-like sentences;
+- `never`: nothing (the caption alone).
 """
 
 from __future__ import annotations
@@ -315,3 +322,177 @@ def fallback_text(caption: Optional[str], alt_text: Optional[str], max_clip_toke
         return _fit(alt, max_clip_tokens, count_tokens)
     joined = _fit(f"{cap}, {alt}", max_clip_tokens, count_tokens, keep_words=len(cap.split()))
     return joined if len(joined) > len(cap) else cap
+
+
+# ---- The informative fallback: which AltText words the fallback keeps (rewrite.fallback_alt_text) ----
+
+FALLBACK_MODES = ("informative", "always", "never")
+MIN_INFORMATIVE_WORDS = 2   # content words the kept AltText needs (or one word of MIN_LONE_WORD_CHARS letters)
+MIN_LONE_WORD_CHARS = 5
+# Shop, SEO and commerce words: what a product page says to sell, not what the image shows.
+COMMERCE_WORDS = frozenset("""
+sale sales sell seller sellers selling sold buy buying bought cheap cheaper cheapest price prices pricing
+priced online store stores shop shops shopping webshop eshop official wholesale wholesaler wholesalers
+discount discounts discounted deal deals offer offers bargain clearance outlet retail retailer coupon promo
+promotion shipping freeshipping shipped delivery checkout supplier suppliers manufacturer
+manufacturers factory exporter exporters oem odm moq pcs pc piece pieces lot available stock instock
+bestseller bestsellers quality genuine authentic brand free new item items product products
+etsy ebay amazon aliexpress alibaba walmart taobao dhgate
+size sizes xxs xs xl xxl xxxl xxxxl
+""".split())
+# Multi-word shop/SEO phrases, removed before single words (so "New York" or "hot air balloon" stay).
+_COMMERCE_PHRASES = re.compile(
+    r"\b(?:free\s+(?:shipping|delivery|postage|gift)|best\s+(?:price|prices|seller|sellers|selling|buy|deal)"
+    r"|lowest\s+prices?|low\s+(?:price|prices|cost)|(?:available\s+)?for\s+sale|on\s+sale|hot\s+(?:sale|sales|"
+    r"selling|sell|new|item|items|deal|deals|product|style)|top\s+(?:selling|seller|quality|rated)"
+    r"|brand\s+new|ready\s+to\s+ship|in\s+stock|(?:high|top|best|good)\s+quality|(?:shop|buy|order)\s+now"
+    r"|add\s+to\s+cart|from\s+china\s+suppliers|china\s+(?:suppliers|manufacturers|factory)|customer\s+reviews?"
+    r"|(?:plus|one|free)\s+size|size\s+(?:\d+(?:[.,/]\d+)*|x*[sml]|xx*l)\b|click\s+(?:here|to\s+\w+)"
+    r"|view\s+larger|stock\s+(?:photo|image|picture|photography|footage|vector)|royalty[\s-]+free"
+    r"|(?:(?:a|an|the)\s+)?(?:close-?up\s+)?(?:photo|image|picture|photograph)\s+of(?:\s+(?:a|an|the))?)\b", re.I)
+_NEW_OK = re.compile(r"^new\s+(?:york|zealand|jersey|mexico|orleans|delhi|hampshire|england|guinea|caledonia|"
+                     r"brunswick|haven|south\s+wales|year|years|moon|testament|wave|age|world|town|forest)\b", re.I)
+# Markers of a generic image (the file-like words of GENERIC; "home" or "logo" can carry meaning in a text).
+_IMAGE_WORDS = frozenset("image images photo photos picture pictures pic pics thumbnail thumb untitled download "
+                         "enlarge jpg jpeg png gif img placeholder".split())
+_DOMAIN = re.compile(r"\S*\b[\w-]+(?:\.[\w-]+)*\.(?:com|net|org|info|biz|shop|store|co|uk|de|fr|ru|cn|jp|in|au|ca|"
+                     r"it|es|nl|io|eu|us)\b\S*|\S+@\S+", re.I)
+_FILE_NAME = re.compile(r"\S+\.(?:jpe?g|png|gif|webp|bmp|tiff?|heic|svg)\b", re.I)
+_CREDIT = re.compile(r"(?:©|\(c\)|\bcopyright\b)\s*[^,;|()]*", re.I)    # "© Per Ole Hagen": a credit, not the image
+_SHOP_SEGMENT = frozenset("store stores shop shops webshop boutique outlet etsy ebay amazon aliexpress alibaba "
+                          "walmart taobao dhgate".split())
+_SEGMENT_SPLIT = re.compile(r"\s*(?:\|\|?|»|::|•)\s*|\s+[-–—]\s+")
+_GROUP = re.compile(r"[(\[{]([^()\[\]{}]*)[)\]}]")
+_ORDINAL = re.compile(r"^\d+(?:st|nd|rd|th|s|'s)$|^\d[dD]$|^c\.?\d{4}s?$", re.I)
+_YEARS = re.compile(r"^(?:1[5-9]|20)\d\d[-–/](?:(?:1[5-9]|20)\d\d|\d\d)$")   # 1940-1943, 2019/20
+_EDGE_WORDS = frozenset("and or of in at for from with by to on op van bei und de".split())   # left dangling
+_END_WORDS = _EDGE_WORDS | {"the", "a", "an"}
+
+
+def _is_code(token: str) -> bool:
+    """A SKU, model number, price or count: letters mixed with digits (UBZ-S20, 05P24Aug13, F5774, 48pcs),
+    a run of 5+ digits or a price ($89.99, 920,000), a slash code (S20B/S20WH, S/M/L); not a year, an
+    ordinal or a decade (2016, 19th, 1960s)."""
+    core = token.strip(".,;:!?\"'()[]{}")
+    if not core or _YEARS.match(core):
+        return False
+    if "/" in core and (any(c.isdigit() for c in core) or all(len(p) <= 2 for p in core.split("/") if p)):
+        return True
+    if core[0] in "$€£¥₹" or core[-1] in "$€£¥₹":
+        return True
+    digits = sum(c.isdigit() for c in core)
+    if digits >= 5:
+        return True
+    letters = sum(c.isalpha() for c in core)
+    return bool(digits and letters) and not _ORDINAL.match(core)
+
+
+def _drop_token(token: str) -> bool:
+    core = token.strip(".,;:!?\"'()[]{}&*#+~").lower()
+    if not core:
+        return token.strip() != "&"     # a lone dash, bar or asterisk goes; "Red & Black" keeps its "&"
+    if _is_code(token) or core in COMMERCE_WORDS or core in _IMAGE_WORDS:
+        return True
+    return len(core) == 1 and core.isalpha() and core not in ("a", "i", "&")
+
+
+def _tidy_kept(text: str) -> str:
+    text = re.sub(r"\s+([,;:.!?])", r"\1", text)
+    text = re.sub(r"([,;:])(?:\s*[,;:.!?&+])+", r"\1", text)
+    text = re.sub(r"\(\s*\)|\[\s*\]", " ", text)
+    text = re.sub(r"\s+", " ", text).strip(" ,;:-|&+/")
+    parts = text.split()
+    while parts and parts[0].strip(",;:").lower() in _EDGE_WORDS:
+        parts.pop(0)
+    while parts and parts[-1].strip(",;:.").lower() in _END_WORDS:
+        parts.pop()
+    return " ".join(parts).strip(" ,;:-|&+/")
+
+
+def informative_alt_words(alt_text: Optional[str], low_info: bool = False, alt_text_max_chars: int = 300) -> str:
+    """What the `informative` fallback keeps of an AltText: its content words, or "" when none carry content.
+
+    The rule, in order:
+    1. Nothing when dedupe flagged the AltText low-information (`low_info`: boilerplate, or one text shared
+       by unrelated images such as a shop's name) or `is_low_information` says so (empty, a file name,
+       only digits/codes or generic words).
+    2. The AltText is cleaned as for the prompt, its instruction-like sentences removed.
+    3. Segments (split at `|`, ` - `, `»`, ...) that name a shop or marketplace ("The Mizzou Store",
+       "op Etsy") are dropped, as long as another segment remains.
+    4. URLs, domains ("johnlewis.com"), e-mail addresses, file names and credits ("© Per Ole Hagen") go;
+       shop/SEO phrases go ("free shipping", "best price", "for sale", "hot sale", "brand new",
+       "from china suppliers", "size 10", "stock photo", "royalty-free", "a photo of"); bracketed groups that hold a
+       code, or only one capitalised word, go ("(UBZ-S20B/UBZ-S20WH)", "(DEMITOSS)"; "(Tyto alba)" stays).
+    5. Word by word: SKU/model-number-like tokens (letters mixed with digits, 5+ digit runs, prices,
+       slash codes; years, year ranges, decades and ordinals stay), COMMERCE_WORDS ("sale", "buy", "cheap",
+       "online", "store", "shop", "official", "new" (not in "New York"), "wholesale", "discount", sizes
+       "xl"/"xxl", ...; "hot" only in phrases such as "hot sale", so "hot air balloon" stays), image words
+       ("thumbnail", "photo") and stray single letters are dropped, and so are the prepositions and
+       conjunctions this leaves dangling at either end.
+    6. If fewer than MIN_INFORMATIVE_WORDS content words remain (a lone word of at least
+       MIN_LONE_WORD_CHARS letters, a name such as "Cockapoo", still counts), nothing is kept.
+
+    "Kenwood UBZ-S20 (UBZ-S20B/UBZ-S20WH) and demits (DEMITOSS) income 05P24Aug13 transceiver sale"
+    -> "Kenwood and demits income transceiver"; "Buy Winser London Wool Luxe Aran Jumper, Ivory Online at
+    johnlewis.com" -> "Winser London Wool Luxe Aran Jumper, Ivory"; "Eiffel Tower, Paris" unchanged.
+    """
+    if low_info:
+        return ""
+    text = clean_for_prompt(alt_text, alt_text_max_chars) or ""
+    for bad in instruction_sentences(text):
+        text = text.replace(bad, " ")
+    text = re.sub(r"(?<=\w)\+(?=\w)", " ", text.replace("_", " ")).strip()   # Party+Pack+for+8
+    if not text or is_low_information(text):
+        return ""
+    segments = [s for s in _SEGMENT_SPLIT.split(text) if s and s.strip(" -|")]
+    if len(segments) > 1:
+        kept = [s for s in segments if not ({w.lower() for w in _WORD.findall(s)} & _SHOP_SEGMENT)]
+        if kept:
+            segments = kept
+    text = ", ".join(s.strip(" ,;") for s in segments)
+    text = _CREDIT.sub(" ", _FILE_NAME.sub(" ", _DOMAIN.sub(" ", text)))
+
+    def group(m: re.Match) -> str:
+        inner = m.group(1).strip()
+        tokens = inner.split()
+        if not tokens or any(_is_code(t) for t in tokens) or (len(tokens) == 1 and inner.isupper()):
+            return " "
+        return m.group(0)
+
+    text = _GROUP.sub(group, text)
+    # "New York" stays: protect the allowed "new ..." places before the phrases and words go.
+    protected = []
+
+    def protect(m: re.Match) -> str:
+        protected.append(m.group(0))
+        return f" \x00{len(protected) - 1}\x00 "
+
+    text = re.sub(r"\bnew\s+\w+(?:\s+wales)?", lambda m: protect(m) if _NEW_OK.match(m.group(0)) else m.group(0),
+                  text, flags=re.I)
+    text = _COMMERCE_PHRASES.sub(" ", text)
+    kept = [t for t in text.split() if t.startswith("\x00") or not _drop_token(t)]
+    text = " ".join(kept)
+    text = re.sub(r"\x00(\d+)\x00", lambda m: protected[int(m.group(1))], text)
+    text = _tidy_kept(text)
+    cw = content_words(text)
+    if len(cw) < MIN_INFORMATIVE_WORDS and not any(len(w) >= MIN_LONE_WORD_CHARS for w in cw):
+        return ""
+    return "" if is_low_information(text) else text
+
+
+def fallback_alt(alt_text: Optional[str], mode: str = "informative", low_info: bool = False,
+                 alt_text_max_chars: int = 300) -> Optional[str]:
+    """The AltText part the fallback gets under `rewrite.fallback_alt_text`: `informative` =
+    informative_alt_words, `always` = the AltText as it is (the fallback's own cleaning applies), `never` = None."""
+    if mode == "always":
+        return alt_text
+    if mode == "never":
+        return None
+    if mode == "informative":
+        return informative_alt_words(alt_text, low_info, alt_text_max_chars) or None
+    raise ValueError(f"fallback_alt_text must be one of {FALLBACK_MODES}, got {mode!r}")
+
+
+def covers(word: str, source: set[str]) -> bool:
+    """Is `word` one of `source`, or an inflection, compound part or concatenation of one (dog/dogs)?"""
+    return _known(word, source)

@@ -1,0 +1,177 @@
+"""The one driver of the model stages (caption, rewrite): snapshot the to-do rows once, then generate
+and MERGE them slice by slice.
+
+    snapshot = snapshot_todo(tables, todo_df, work_name("caption", captioner), rows=n, commit_every=2000)
+    outcome = run_slices(spark, tables, snapshot, stage, report, max_failure_rate=0.5)
+
+A stage computes its to-do DataFrame (one anti-join against its target table, with every column the
+model needs: key + image for caption, key + alt_text + caption + alt_text_low_info for rewrite) and
+the expected row count, and describes itself as a `ModelStage`: target table, MERGE keys, the columns
+`--retry-errors` overwrites, and `generate` (slice rows -> the target table's rows plus `_outcome`,
+the row's label). This module does the rest:
+
+- Snapshot, once per run. The to-do rows get their slice number `pmod(xxhash64(key), n_slices)`
+  (n_slices = ceil(rows / commit_every)) and are written once to a work table,
+  `<paths.root>/_work/<prefix><stage>_<model id>_todo` (`Tables.write_work_table`), one directory
+  and one file per slice. Reading slice i opens that file only (partition pruning), so a slice costs
+  the same whatever the crawl size; re-running the anti-join over bronze for every slice (image bytes
+  and all) made a crawl of N rows read bronze N / commit_every times.
+- Slices, in order. Each one: read from the snapshot, `generate`, `localCheckpoint(eager=True)`
+  (generate exactly once: a MERGE may read its source twice), count the `_outcome` labels, MERGE on
+  the table's keys, update the report and the progress line, then `check_failure_rate` (a failure
+  storm stops the run after the slice that shows it, its rows committed as retryable error rows).
+- The work table is deleted at the end of a successful run; the next run overwrites any left over.
+
+Kill and resume: a killed job loses at most the slice in flight. A rerun computes its to-do set
+afresh (one anti-join against what was committed) and snapshots it again; the MERGE on the keys
+never duplicates a row, whatever the slicing of the earlier run.
+
+Outcome labels: "failed:<error type>" for a row with an error (`outcome_of`), else a label of the
+stage's (caption: "captioned"; rewrite: "rewritten" or "fallback:<reason>"). The report gets one
+count per label family, the part before ":" (`ModelStage.outcomes`); the failure-rate check counts
+the "failed" family against all rows processed so far in this run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from veclip.inference import error_kind
+from veclip.progress import Progress, SparkProgress
+from veclip.report import StageReport, check_failure_rate
+from veclip.tables import Tables
+
+log = logging.getLogger(__name__)
+
+SLICE = "slice"        # the snapshot's slice-number column (its partition column)
+OUTCOME = "_outcome"   # the label column of `generate`'s result, dropped before the MERGE
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A run's to-do rows in work table `name`, `rows` of them, in `n_slices` slices (0: nothing to do)."""
+
+    name: str
+    rows: int
+    n_slices: int
+
+
+@dataclass(frozen=True)
+class ModelStage:
+    """What `run_slices` needs to know of a stage.
+
+    `generate(rows, expected)`: the slice's to-do rows (the snapshot's columns, `slice` dropped) and
+    about how many there are -> the target table's rows plus the `_outcome` label column.
+    `outcomes`: the label families counted in the report, "failed" among them, in report order.
+    """
+
+    name: str
+    table: str
+    keys: Sequence[str]
+    update: Sequence[str]
+    outcomes: Sequence[str]
+    generate: Callable[[DataFrame, float], DataFrame]
+    unit: str = "rows"
+
+
+def work_name(stage: str, model_id: str) -> str:
+    """The work table of one stage and model: two captioners captioning on one root do not share one."""
+    return f"{stage}_{re.sub(r'[^A-Za-z0-9_.-]', '_', model_id)}_todo"
+
+
+def slice_of(n_slices: int) -> Column:
+    """A row's slice, from its key alone."""
+    return F.pmod(F.xxhash64("key"), F.lit(n_slices)).cast("int")
+
+
+def snapshot_todo(tables: Tables, todo: DataFrame, name: str, rows: int, commit_every: int) -> Snapshot:
+    """Write `todo` (`rows` rows expected) once, sliced into about `commit_every` rows per slice."""
+    n_slices = math.ceil(rows / commit_every) if rows > 0 else 0
+    if n_slices:
+        tables.write_work_table(name, todo.withColumn(SLICE, slice_of(n_slices)), SLICE, n_slices)
+    return Snapshot(name, rows, n_slices)
+
+
+def read_slice(tables: Tables, snapshot: Snapshot, i: int) -> DataFrame:
+    """Slice i of the snapshot (its file only), without the slice column."""
+    return tables.read_work_table(snapshot.name).where(F.col(SLICE) == i).drop(SLICE)
+
+
+def outcome_of(ok: Column) -> Column:
+    """The `_outcome` label: "failed:<error type>" where the row's `error` is set, else `ok`."""
+    return F.when(F.col("error").isNotNull(), F.concat(F.lit(f"{FAILED}:"), error_kind("error"))).otherwise(ok)
+
+
+def run_slice(tables: Tables, stage: ModelStage, rows: DataFrame, expected: float) -> Counter:
+    """Generate one slice, MERGE it into the stage's table; returns its rows by `_outcome` label."""
+    # Generate exactly once: a MERGE may read its source twice.
+    result = stage.generate(rows, expected).localCheckpoint(eager=True)
+    got = Counter({r[OUTCOME]: int(r["n"]) for r in result.groupBy(OUTCOME).agg(F.count("*").alias("n")).collect()})
+    tables.merge(stage.table, result.drop(OUTCOME), list(stage.keys), update=list(stage.update))
+    return got
+
+
+def family_counts(outcome: Counter, families: Sequence[str]) -> dict[str, int]:
+    """Labels -> counts per family (the part before ':'), every family present (0 when none)."""
+    counts = dict.fromkeys(families, 0)
+    for label, n in outcome.items():
+        counts[label.split(":", 1)[0]] += n
+    return counts
+
+
+def errors_of(outcome: Counter) -> dict[str, int]:
+    """Failed rows by error type, from the outcome labels."""
+    return {k.split(":", 1)[1]: v for k, v in outcome.items() if k.startswith(f"{FAILED}:")}
+
+
+def run_slices(spark: SparkSession, tables: Tables, snapshot: Snapshot, stage: ModelStage, report: StageReport,
+               max_failure_rate: float) -> Counter:
+    """Generate and MERGE every slice of `snapshot`, in order; returns this run's rows by outcome label.
+
+    After each slice the report's `stage.outcomes` counts hold the run's totals so far, and a failure
+    storm raises `FailureRateExceeded` (veclip.report) with the work table left for the next run to
+    replace. On success the work table is deleted.
+    """
+    outcome = Counter()
+    for family in stage.outcomes:
+        report.count(family, 0)
+    progress = Progress(snapshot.rows, label=stage.name, unit=stage.unit, every_s=0)
+    for i in range(snapshot.n_slices):
+        with SparkProgress(spark, f"{stage.name} slice {i + 1}/{snapshot.n_slices}"):
+            got = run_slice(tables, stage, read_slice(tables, snapshot, i), snapshot.rows / snapshot.n_slices)
+        outcome.update(got)
+        progress.update(sum(got.values()), force=True)
+        report.counts.update(family_counts(outcome, stage.outcomes))
+        # A failure storm stops here, its rows committed as retryable error rows (see veclip.report).
+        check_failure_rate(report, report.counts[FAILED], sum(outcome.values()), max_failure_rate,
+                           final=i == snapshot.n_slices - 1, errors=errors_of(outcome))
+    if snapshot.n_slices:
+        tables.drop_work_table(snapshot.name)
+    return outcome
+
+
+def gpu_profile(spark: SparkSession, gpus_per_task: float):
+    """A stage-level resource profile asking for GPUs, when the cluster is not already set up that way."""
+    if gpus_per_task <= 0 or spark.sparkContext.master.startswith("local"):
+        return None
+    configured = spark.sparkContext.getConf().get("spark.task.resource.gpu.amount", None)
+    if configured is not None and float(configured) == gpus_per_task:
+        return None  # every task already gets its GPU share
+    from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
+
+    return ResourceProfileBuilder().require(TaskResourceRequests().resource("gpu", gpus_per_task)).build
+
+
+def model_partitions(spark: SparkSession, expected: float, batch_size: int, configured=None) -> int:
+    """Spark tasks for a slice of about `expected` rows: `configured`, else one per batch up to the
+    cluster's default parallelism (model replicas working at once)."""
+    return configured or max(1, min(spark.sparkContext.defaultParallelism, math.ceil(expected / batch_size)))
