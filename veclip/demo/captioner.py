@@ -56,6 +56,7 @@ import numpy as np
 
 from veclip.caption.prompt import render_prompt
 from veclip.config.caption import PAPER_PROMPT
+from veclip.caption.tiny import CHAT_TEMPLATE as LLAVA_CHAT_TEMPLATE
 from veclip.demo import describe as desc
 from veclip.demo import sources
 
@@ -68,18 +69,7 @@ MAX_CAPTION_TOKENS = 24
 MAX_POSITIONS = 512   # RoPE: free; vLLM refuses a max_model_len above it (the caption stage asks for 512)
 HEAD_DIM = 64         # vLLM 0.32 CPU attention: head sizes 32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512 only
 # LLaVA-1.5's conversation format, BOS written by the template: "<s>USER: <image>\n{prompt} ASSISTANT:".
-CHAT_TEMPLATE = (
-    "<s>"
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}USER: {% else %}ASSISTANT: {% endif %}"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for item in message['content'] %}"
-    "{% if item['type'] == 'image' %}<image>\n{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{% if message['role'] == 'user' %} {% else %}</s>{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-)
+CHAT_TEMPLATE = "<s>" + LLAVA_CHAT_TEMPLATE
 # transformers 5 key prefixes -> the hub (and vLLM) LLaVA layout; the first match wins
 LAYOUT = (("model.vision_tower.", "vision_tower.vision_model."), ("vision_tower.", "vision_tower.vision_model."),
           ("model.multi_modal_projector.", "multi_modal_projector."),
