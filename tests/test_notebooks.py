@@ -201,11 +201,11 @@ def test_evaluate_promotes_per_the_champion_comparison(runs):
     old = float(client.get_model_version(MODEL, first_version).tags[metric])
     # A second candidate (another seed) is evaluated and compared with that champion.
     second_version = runs["03b"][0]["train"].details["registered"].split()[2]
-    assert client.get_model_version_by_alias(MODEL, "candidate").version == second_version
+    assert str(client.get_model_version_by_alias(MODEL, "candidate").version) == second_version
     assert second_version != first_version, first
     new = float(client.get_model_version(MODEL, second_version).tags[metric])
     _, printed = runs["04b"]
-    champion = client.get_model_version_by_alias(MODEL, "champion").version
+    champion = str(client.get_model_version_by_alias(MODEL, "champion").version)
     if new > old:
         assert "promotion: PROMOTED" in printed and champion == second_version
     else:
