@@ -92,9 +92,11 @@ class Settings:
     vision_hidden: int = 128          # CLIP vision tower
     vision_layers: int = 3
     vision_heads: int = 4
+    vision_mlp: int = 256             # CLIP MLP width
     text_hidden: int = 128            # Llama width
     text_heads: int = 2               # attention heads of head_dim 64 each (text_heads * 64 need not be text_hidden)
     text_layers: int = 2
+    text_mlp: int = 256               # Llama (SwiGLU) MLP width
     feature_strategy: str = "default"  # LLaVA's vision_feature_select_strategy: "default" drops CLIP's CLS, "full" keeps it
     train_limit: Optional[int] = None  # images per dataset from the "captioner" part (None: all)
     eval_limit: int = 1000             # held-out images per dataset from the "test" part
@@ -206,11 +208,11 @@ def build_model(s: Settings, tokenizer):
     if s.feature_strategy not in ("default", "full"):
         raise ValueError(f"feature_strategy must be 'default' or 'full', got {s.feature_strategy!r}")
     heads = s.text_heads
-    vision = CLIPVisionConfig(hidden_size=s.vision_hidden, intermediate_size=2 * s.vision_hidden,
+    vision = CLIPVisionConfig(hidden_size=s.vision_hidden, intermediate_size=s.vision_mlp,
                               num_hidden_layers=s.vision_layers, num_attention_heads=s.vision_heads,
                               image_size=s.image_size, patch_size=s.patch_size, projection_dim=s.vision_hidden,
                               attention_dropout=0.0)
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=s.text_hidden, intermediate_size=2 * s.text_hidden,
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=s.text_hidden, intermediate_size=s.text_mlp,
                        num_hidden_layers=s.text_layers, num_attention_heads=heads, num_key_value_heads=heads,
                        head_dim=HEAD_DIM, max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
