@@ -89,7 +89,7 @@ def rewrite_stage(spark, cfg, n: int):
 
 def rewrite_rows(a, spark, base) -> list[dict]:
     from veclip.config import load_config
-    from veclip.rewrite.rewriter import RewriterLoader
+    from veclip.rewrite.rewriter import Rewriter, RewriterLoader
 
     pairs = stand_in_pairs(a.rows, seed=1)
     rows = []
@@ -99,25 +99,28 @@ def rewrite_rows(a, spark, base) -> list[dict]:
         rw, load_s = timed(loader, a.device)
         rows_s, tok_s = engine_alone(rw, pairs, a.batch_size, engine)
         n1, fb1, _ = rewriter_alone(rw, pairs, a.batch_size, engine)
-        rw4 = RewriterLoader.from_config(load_config(None, sets + ["rewrite.num_candidates=4"]))
         # The same loaded model with n=4: only the loader's settings differ (no second engine).
-        rw.__init__(rw.lm, rw4)
-        n4, fb4, _ = rewriter_alone(rw, pairs, a.batch_size, engine)
-        del rw
+        rw4 = Rewriter(rw.lm, RewriterLoader.from_config(load_config(None, sets + ["rewrite.num_candidates=4"])))
+        n4, fb4, _ = rewriter_alone(rw4, pairs, a.batch_size, engine)
+        _free_engines(rw.lm)
+        del rw, rw4
         stage = rewrite_stage(spark, load_config(None, sets + [f"rewrite.rewriter_id=bench-{engine}"]), len(pairs))
         rows.append(dict(engine=engine, load=load_s, engine_rows=rows_s, tokens=tok_s, n1=n1, fb1=fb1, n4=n4,
                          fb4=fb4, stage=stage))
         print(f"  {engine}: load {load_s:.0f}s, engine {rows_s:.2f} rows/s {tok_s:.0f} tok/s, rewriter n=1 "
               f"{n1:.2f} rows/s ({fb1:.0%} fallback), n=4 {n4:.2f} rows/s ({fb4:.0%}), stage {stage:.2f} rows/s",
               flush=True)
-        _free_engines()
     return rows
 
 
-def _free_engines() -> None:
-    """Drop the engines cached in this process (standalone loads), so two never hold memory at once."""
+def _free_engines(lm=None) -> None:
+    """Shut down a standalone vLLM engine (an hf model just goes), so two never hold memory at once."""
     import gc
 
+    from veclip.vllm_engine import shutdown_llm
+
+    if getattr(lm, "llm", None) is not None:
+        shutdown_llm(lm.llm)
     gc.collect()
 
 

@@ -3,8 +3,9 @@
 - the to-do query is evaluated once per run however many slices there are, the snapshot holds each
   to-do row once, and reading a slice opens that slice's file only (the Scan's `numFiles` metric);
 - a storm of failing rows stops the run after its last slice, every row committed as an error row;
-- the caption stage (tiny random-weight LLaVA) killed mid-run, its second slice's worker interrupted,
-  then rerun: exactly one caption per key, the first run's slices not redone, the counts add up;
+- the caption stage (tiny random-weight LLaVA, on the hf and on the vLLM engine) killed mid-run, its
+  second slice's worker interrupted, then rerun: exactly one caption per key, the first run's slices
+  not redone, the counts add up;
 - the rewrite stage's to-do rows carry silver's `alt_text_low_info` (False without a silver table).
 """
 
@@ -131,13 +132,16 @@ class InterruptedLoader:
         return interrupted
 
 
-def test_caption_killed_mid_run_resumes_with_exactly_one_caption_per_key(spark, make_cfg, cc12m_shard, tmp_path):
+@pytest.mark.parametrize("engine", ["hf", pytest.param("vllm", marks=pytest.mark.slow)])
+def test_caption_killed_mid_run_resumes_with_exactly_one_caption_per_key(spark, make_cfg, cc12m_shard, tmp_path, engine):
     from veclip.caption.stage import caption_loader, run_caption
     from veclip.caption.tiny import build_tiny_llava
 
-    llava = build_tiny_llava(str(tmp_path / "tiny-llava"))
+    # vLLM's CPU attention needs head_dim 64: the "vllm" size of the same tiny LLaVA.
+    llava = build_tiny_llava(str(tmp_path / "tiny-llava"), size="vllm" if engine == "vllm" else "tiny")
     cfg = make_cfg("mlflow.enabled=false", f"caption.model={llava}", "caption.max_new_tokens=4",
-                   "caption.batch_size=2", "caption.commit_every=2", "caption.max_failure_rate=1")
+                   "caption.batch_size=2", "caption.commit_every=2", "caption.max_failure_rate=1",
+                   f"caption.engine={engine}")
     tables = Tables(cfg, spark)
     keys = caption_fixture.write_bronze(spark, tables, cc12m_shard, n_real=5)   # 7 rows: 4 slices of about 2
     slices = {r["key"]: r["s"] for r in tables.read("bronze").select("key", ms.slice_of(4).alias("s")).collect()}
