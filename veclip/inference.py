@@ -31,6 +31,8 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql.types import StringType, StructField, StructType, TimestampType
 
+from veclip.devices import task_device
+
 log = logging.getLogger(__name__)
 
 Output = Union[str, None, Exception]
@@ -38,20 +40,6 @@ Predict = Callable[[pd.DataFrame], Sequence[Output]]
 Load = Callable[[str], Predict]
 
 _WORKER_CACHE: dict[str, Predict] = {}
-
-
-def task_device() -> str:
-    """The device of the current Spark task: its assigned GPU, else the first GPU, else CPU."""
-    import torch
-    from pyspark import TaskContext
-
-    if not torch.cuda.is_available():
-        return "cpu"
-    ctx = TaskContext.get()
-    gpus = ctx.resources().get("gpu") if ctx is not None else None
-    if gpus is not None and gpus.addresses:
-        return f"cuda:{gpus.addresses[0]}"
-    return "cuda:0"
 
 
 def fit_cpu_threads(device: str) -> None:

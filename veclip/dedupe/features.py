@@ -23,7 +23,7 @@ from pyspark.sql.types import ArrayType, LongType
 
 from veclip.config.dedupe import DedupeConfig
 from veclip.dedupe import text as T
-from veclip.dedupe.phash import pick_device
+from veclip.devices import pick_device
 from veclip.dedupe.pixels import hash_images
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from veclip.evaluate.models import ModelRef, folder_kind
+from veclip.evaluate.model_ref import ModelRef, folder_kind
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from typing import Optional, Sequence
 
 import yaml
 
-from veclip.ingest.text import clean_alt_text, cut_at_word
+from veclip.ingest.text import clean_alt_text
+from veclip.text import cut_at_word
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

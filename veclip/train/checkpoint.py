@@ -30,6 +30,11 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:08d}.pt"
 
 
+def latest_checkpoint(folder: str | os.PathLike) -> Optional[Path]:
+    """The newest complete checkpoint `step_<8 digits>.pt` in `folder`, or None when it has none."""
+    return Checkpoints(folder).latest()
+
+
 class Checkpoints:
     def __init__(self, folder: str | os.PathLike, keep: int = 3):
         if keep < 1:
