@@ -3,8 +3,8 @@
     report = run_gold(cfg, spark, args)     # or: spark-submit jobs/rewrite.py --stages gold
 
 Reads canonical rows (bronze + silver), the configured captioner's captions and the configured
-rewriter's VeCaps (error-free rows only), re-encodes each image once as a JPEG bounded to
-`gold.image_size`, and overwrites the `gold` Delta table. Deletion vectors are off, so every
+rewriter's VeCaps (error-free rows only), re-encodes each image once as a JPEG whose shorter side is
+at most `gold.image_size` (never enlarged), and overwrites the `gold` Delta table. Deletion vectors are off, so every
 version is a plain set of Parquet files that petastorm can stream directly; earlier versions stay
 readable for training runs pinned to them. The versions of the input tables are recorded on every
 row. A rebuild is skipped when the inputs have not changed since the last one.

@@ -10,7 +10,8 @@ returns one output per row: a string, or an Exception instance for a row that fa
 - a batch that raises (CUDA out-of-memory included) is split in halves and retried, down to
   single rows, so one bad row marks only itself with an `error`;
 - the number of outputs is checked against the number of inputs;
-- each task uses the GPU Spark assigned to it (`spark.task.resource.gpu.amount`), else the CPU;
+- each task uses the GPU Spark assigned to it (`spark.task.resource.gpu.amount`), else the first GPU,
+  else the CPU (`veclip.devices.task_device`);
 - a predict that batches by itself (vLLM's continuous batching) sets the attribute
   `whole_partition = True`: it then gets the whole partition in one call instead of `batch_size`
   chunks (a failing call is still split in halves down to the failing row).

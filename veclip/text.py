@@ -2,7 +2,7 @@
 
     cut_at_word("a red bus in the rain", 12)   -> "a red bus in"
     IMAGE_WORDS      # words that name an image or its file ("photo", "thumbnail", "jpg")
-    GENERIC_WORDS    # IMAGE_WORDS and page furniture ("click", "here", "logo", "home"): an AltText of only these is empty
+    GENERIC_WORDS    # IMAGE_WORDS and page furniture ("click", "here", "logo"): an AltText of only these says nothing
     IMAGE_EXTENSIONS # a regular-expression alternation of image file extensions ("jpe?g|png|...")
 
 Pure functions and constants, no Spark.

@@ -11,7 +11,8 @@ One path for every family, through the Auto classes for image-text-to-text:
   tokens start at the same position; the prompt tokens are cut off the output;
 - prompt-free captioners (BLIP, BLIP-2, VisionEncoderDecoder, GIT): images only.
 `trust_remote_code` stays off unless the config turns it on; safetensors weights are preferred
-whenever a model offers them (transformers' default). dtype `auto` is bf16 on a GPU, fp32 on CPU.
+whenever a model offers them (transformers' default). dtype `auto` (veclip.devices): bf16 on a GPU
+that has it natively, else fp16; fp32 on CPU.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@
 A normalised text is NFKC, case-folded, with punctuation and symbols turned into spaces and runs of
 white space collapsed, so "Red Square, Moscow." and "red square moscow" are the same text.
 Boilerplate here is what a text says by its form alone; texts shared by many unrelated images (a
-shop's name) are found by counting in `veclip.dedupe.groups`.
+shop's name) are found by counting in `veclip.dedupe.text_groups`.
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@
 Sources, decided in this order:
 - `models:/NAME@ALIAS` / `models:/NAME/VERSION`: a registered MLflow model whose artifact `clip` is an
   open_clip folder (veclip.clip.save) or a Hugging Face CLIPModel folder;
-- a training checkpoint `step_<8 digits>.pt` ({"model": state_dict, "model_name": ...}) or a folder of
-  them (the latest step is taken);
+- a training checkpoint file `step_<8 digits>.pt` ({"model": state_dict, "model_name": ...});
 - an open_clip folder (open_clip_config.json), as written by veclip.clip.save;
 - a Hugging Face `CLIPModel` folder (config.json); its tokenizer loads with AutoTokenizer from the
   same folder, so VeCLIP's released checkpoints (CLIP + a T5 tokenizer) work as they are;
+- a folder of training checkpoints (the latest step is taken: veclip.train.checkpoint.latest_checkpoint);
 - an open_clip model name (e.g. ViT-B-16) with a weights file.
 """
 
