@@ -23,13 +23,14 @@ returns one output per row: a string, or an Exception instance for a row that fa
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
 from typing import Callable, Iterator, Sequence, Union
 
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StringType, StructField, StructType, TimestampType
 
 from veclip.devices import task_device
@@ -41,6 +42,22 @@ Predict = Callable[[pd.DataFrame], Sequence[Output]]
 Load = Callable[[str], Predict]
 
 _WORKER_CACHE: dict[str, Predict] = {}
+
+
+@contextlib.contextmanager
+def arrow_rows_per_batch(spark: SparkSession, rows: int) -> Iterator[None]:
+    """Arrow records per batch (= the rows a pandas UDF or mapInPandas call gets) for the work inside
+    the block; the session's own value is restored afterwards."""
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, str(rows))
+    try:
+        yield
+    finally:
+        if before is not None:
+            spark.conf.set(key, before)
+        else:
+            spark.conf.unset(key)
 
 
 def fit_cpu_threads(device: str) -> None:
