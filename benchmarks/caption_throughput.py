@@ -66,7 +66,7 @@ def standalone(loader, images: list[bytes], batch_size: int, device: str) -> flo
 
 def spark_map(spark, df, loader, batch_size: int) -> float:
     """images/s of map_batches over the table (workers warmed up on the same data first)."""
-    from veclip.caption.stage import arrow_rows_per_batch
+    from veclip.inference import arrow_rows_per_batch
     from veclip.inference import map_batches
 
     parts = spark.sparkContext.defaultParallelism

@@ -10,11 +10,12 @@ import pytest
 from PIL import Image
 
 from veclip.caption.clean import bound, clean_caption
-from veclip.caption.models import Captioner, CaptionerSpec, describe, resolve_dtype
+from veclip.caption.models import Captioner, CaptionerSpec, describe
 from veclip.caption.predict import CaptionLoader, UndecodableImage, caption_images, decode_image
 from veclip.caption.prompt import PAPER_PROMPT, prompt_sha256, render_prompt
 from veclip.caption.tiny import MARKER, build_tiny_llava, build_tiny_vision_encoder_decoder
 from veclip.config import ConfigError, load_config
+from veclip.devices import torch_dtype
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -54,8 +55,8 @@ def test_greedy_decoding_by_default_and_params_are_recorded():
     assert spec.generation_params() == {"max_new_tokens": 7, "do_sample": False, "num_beams": 1}
     beams = CaptionerSpec(model="m", generate_kwargs=(("num_beams", 3),))
     assert '"num_beams": 3' in beams.generation_params_json()
-    assert str(resolve_dtype("auto", "cpu")) == "torch.float32"
-    assert str(resolve_dtype("auto", "cuda:0")) in ("torch.bfloat16", "torch.float32")
+    assert str(torch_dtype("auto", "cpu")) == "torch.float32"
+    assert str(torch_dtype("auto", "cuda:0")) in ("torch.bfloat16", "torch.float16")   # float16: no native bf16
 
 
 def _encode(img: Image.Image, fmt: str) -> bytes:

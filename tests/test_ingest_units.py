@@ -14,8 +14,9 @@ from veclip.ingest import sample_key
 from veclip.ingest.images import ImageLimits, inspect_image
 from veclip.ingest.inputs import expand_inputs
 from veclip.ingest.readers import Columns, read_samples
-from veclip.ingest.text import clean_alt_text, cut_at_word
+from veclip.ingest.text import clean_alt_text
 from veclip.ingest.webdataset import read_webdataset
+from veclip.text import cut_at_word
 
 
 @pytest.fixture(scope="module")

@@ -34,3 +34,15 @@ def test_read_of_missing_table_says_which(tables):
 def test_merge_refuses_missing_key_column(spark, tables):
     with pytest.raises(ValueError, match="key column"):
         tables.merge("demo", spark.createDataFrame([(1,)], "v int"), ["key"])
+
+
+def test_overwrite_and_table_properties_work_by_path(spark, tables):
+    tables.overwrite("demo", spark.createDataFrame([("a", 1)], "key string, v int"),
+                     {"delta.enableDeletionVectors": "false"})
+    tables.overwrite("demo", spark.createDataFrame([("b", "x")], "key string, w string"))   # schema replaced
+    assert [tuple(r) for r in tables.read("demo").collect()] == [("b", "x")] and tables.version("demo") == 1
+    tables.set_properties("demo", {"veclip.inputs": "bronze=3"})
+    props = tables.properties("demo")
+    assert props["veclip.inputs"] == "bronze=3"
+    assert tables.source("demo") == {"path": tables.location("demo")}
+    assert deltalake.DeltaTable(tables.location("demo")).version() == 2

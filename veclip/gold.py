@@ -3,8 +3,8 @@
     report = run_gold(cfg, spark, args)     # or: spark-submit jobs/rewrite.py --stages gold
 
 Reads canonical rows (bronze + silver), the configured captioner's captions and the configured
-rewriter's VeCaps (error-free rows only), re-encodes each image once as a JPEG bounded to
-`gold.image_size`, and overwrites the `gold` Delta table. Deletion vectors are off, so every
+rewriter's VeCaps (error-free rows only), re-encodes each image once as a JPEG whose shorter side is
+at most `gold.image_size` (never enlarged), and overwrites the `gold` Delta table. Deletion vectors are off, so every
 version is a plain set of Parquet files that petastorm can stream directly; earlier versions stay
 readable for training runs pinned to them. The versions of the input tables are recorded on every
 row. A rebuild is skipped when the inputs have not changed since the last one.
@@ -14,7 +14,6 @@ Rows whose image cannot be re-encoded, or that have no text at all, go to quaran
 from __future__ import annotations
 
 import io
-import logging
 from typing import Iterator, Optional
 
 import pandas as pd
@@ -28,8 +27,6 @@ from veclip.config import Config
 from veclip.imaging import DEFAULT_MAX_PIXELS, load_rgb, set_pixel_limit
 from veclip.report import StageReport
 from veclip.tables import Tables, canonical_samples
-
-log = logging.getLogger(__name__)
 
 
 def bound_jpeg(data: bytes, short_side: int, quality: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
@@ -70,9 +67,7 @@ def input_versions(tables: Tables) -> dict[str, Optional[int]]:
 def _last_build(tables: Tables) -> Optional[dict]:
     if not tables.exists("gold"):
         return None
-    props = tables.spark.sql(f"SHOW TBLPROPERTIES delta.`{tables.location('gold')}`").collect() \
-        if not tables.by_name else tables.spark.sql(f"SHOW TBLPROPERTIES {tables.location('gold')}").collect()
-    return {r["key"]: r["value"] for r in props}
+    return tables.properties("gold")
 
 
 def _joined(cfg: Config, tables: Tables) -> DataFrame:
@@ -118,10 +113,8 @@ def run_gold(cfg: Config, spark: SparkSession, args=None) -> StageReport:
         F.lit(versions["captions"]).cast("long").alias("captions_version"),
         F.lit(versions["vecap"]).cast("long").alias("vecap_version"))
     gold = gold.repartition(cfg.gold.files, "key")
-    writer = (gold.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-              .option("delta.enableDeletionVectors", "false"))
-    writer.save(tables.location("gold")) if not tables.by_name else writer.saveAsTable(tables.location("gold"))
-    _set_properties(tables, {"delta.enableDeletionVectors": "false", "veclip.inputs": stamp})
+    tables.overwrite("gold", gold, {"delta.enableDeletionVectors": "false"})
+    tables.set_properties("gold", {"delta.enableDeletionVectors": "false", "veclip.inputs": stamp})
     _quarantine(tables, bad)
     report.count("canonical", done.count())
     report.count("rows", tables.read("gold").count())
@@ -131,12 +124,6 @@ def run_gold(cfg: Config, spark: SparkSession, args=None) -> StageReport:
     report.details["gold_version"] = tables.version("gold")
     done.unpersist()
     return report.finish()
-
-
-def _set_properties(tables: Tables, props: dict[str, str]) -> None:
-    target = tables.location("gold") if tables.by_name else f"delta.`{tables.location('gold')}`"
-    body = ", ".join(f"'{k}' = '{v}'" for k, v in props.items())
-    tables.spark.sql(f"ALTER TABLE {target} SET TBLPROPERTIES ({body})")
 
 
 def _quarantine(tables: Tables, bad: DataFrame) -> None:

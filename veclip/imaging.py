@@ -67,7 +67,16 @@ def reduce_factor(width: int, height: int, min_side: int) -> int:
 
 
 def has_alpha(img: Image.Image) -> bool:
+    """Whether the image's mode can hold transparency (an alpha band, or a palette's transparent index)."""
     return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
+
+
+def flatten_on_white(img: Image.Image) -> Image.Image:
+    """An image with transparency (`has_alpha`) -> RGB, composited over white (the look of a web page)."""
+    rgba = img.convert("RGBA")
+    canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+    canvas.paste(rgba, mask=rgba.getchannel("A"))
+    return canvas
 
 
 def eight_bit(img: Image.Image) -> Image.Image:
@@ -83,10 +92,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     """Any mode -> RGB: 16-bit grey scaled, transparency flattened on white (the look of a web page)."""
     img = eight_bit(img)
     if has_alpha(img):
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas
+        return flatten_on_white(img)
     return img if img.mode == "RGB" else img.convert("RGB")
 
 

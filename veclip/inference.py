@@ -10,7 +10,8 @@ returns one output per row: a string, or an Exception instance for a row that fa
 - a batch that raises (CUDA out-of-memory included) is split in halves and retried, down to
   single rows, so one bad row marks only itself with an `error`;
 - the number of outputs is checked against the number of inputs;
-- each task uses the GPU Spark assigned to it (`spark.task.resource.gpu.amount`), else the CPU;
+- each task uses the GPU Spark assigned to it (`spark.task.resource.gpu.amount`), else the first GPU,
+  else the CPU (`veclip.devices.task_device`);
 - a predict that batches by itself (vLLM's continuous batching) sets the attribute
   `whole_partition = True`: it then gets the whole partition in one call instead of `batch_size`
   chunks (a failing call is still split in halves down to the failing row).
@@ -22,14 +23,17 @@ returns one output per row: a string, or an Exception instance for a row that fa
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
 from typing import Callable, Iterator, Sequence, Union
 
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StringType, StructField, StructType, TimestampType
+
+from veclip.devices import task_device
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +44,20 @@ Load = Callable[[str], Predict]
 _WORKER_CACHE: dict[str, Predict] = {}
 
 
-def task_device() -> str:
-    """The device of the current Spark task: its assigned GPU, else the first GPU, else CPU."""
-    import torch
-    from pyspark import TaskContext
-
-    if not torch.cuda.is_available():
-        return "cpu"
-    ctx = TaskContext.get()
-    gpus = ctx.resources().get("gpu") if ctx is not None else None
-    if gpus is not None and gpus.addresses:
-        return f"cuda:{gpus.addresses[0]}"
-    return "cuda:0"
+@contextlib.contextmanager
+def arrow_rows_per_batch(spark: SparkSession, rows: int) -> Iterator[None]:
+    """Arrow records per batch (= the rows a pandas UDF or mapInPandas call gets) for the work inside
+    the block; the session's own value is restored afterwards."""
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, str(rows))
+    try:
+        yield
+    finally:
+        if before is not None:
+            spark.conf.set(key, before)
+        else:
+            spark.conf.unset(key)
 
 
 def fit_cpu_threads(device: str) -> None:

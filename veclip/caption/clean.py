@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from veclip.text import cut_at_word
+
 # A new turn started by the model: everything from here on is not the caption.
 _TURN = re.compile(r"(?:^|\s)(?:(?:USER|User|HUMAN|Human)\s*:|###)"
                    r"|<\|im_start\|>|<\|user\|>|<start_of_turn>|<\|im_end\|>|<end_of_turn>|<\|eot_id\|>"
@@ -29,14 +31,9 @@ def cut_at_turn(text: str) -> str:
 
 
 def bound(text: str, max_chars: int) -> str:
-    """At most `max_chars` characters, cut at a word boundary when there is one in the last fifth."""
-    if len(text) <= max_chars:
-        return text
-    head = text[:max_chars]
-    space = head.rfind(" ")
-    if space >= max_chars * 0.8:
-        head = head[:space]
-    return head.rstrip(" ,;:-")
+    """At most `max_chars` characters, cut at a word boundary (`veclip.text.cut_at_word`), no trailing
+    punctuation left dangling."""
+    return cut_at_word(text, max_chars).rstrip(" ,;:-")
 
 
 def clean_caption(text: str, max_chars: int = 300) -> str:

@@ -11,7 +11,8 @@ One path for every family, through the Auto classes for image-text-to-text:
   tokens start at the same position; the prompt tokens are cut off the output;
 - prompt-free captioners (BLIP, BLIP-2, VisionEncoderDecoder, GIT): images only.
 `trust_remote_code` stays off unless the config turns it on; safetensors weights are preferred
-whenever a model offers them (transformers' default). dtype `auto` is bf16 on a GPU, fp32 on CPU.
+whenever a model offers them (transformers' default). dtype `auto` (veclip.devices): bf16 on a GPU
+that has it natively, else fp16; fp32 on CPU.
 """
 
 from __future__ import annotations
@@ -22,11 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from veclip.caption.prompt import PAPER_PROMPT, render_prompt
+from veclip.devices import torch_dtype
 
 log = logging.getLogger(__name__)
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-
 
 @dataclass(frozen=True)
 class CaptionerSpec:
@@ -72,17 +71,6 @@ class CaptionerInfo:
     model_type: str
     prompt_text: Optional[str]   # exactly what the model reads before generating; None: no prompt
     revision: Optional[str]      # configured revision, else the hub commit, else None (local path)
-
-
-def resolve_dtype(name: str, device: str):
-    import torch
-
-    if name not in DTYPES:
-        raise ValueError(f"caption.dtype must be one of {DTYPES}, got {name!r}")
-    if name == "auto":
-        on_gpu = device.startswith("cuda")
-        return torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
-    return getattr(torch, name)
 
 
 def load_processor(spec: CaptionerSpec):
@@ -133,7 +121,7 @@ class Captioner:
         from transformers import AutoModelForImageTextToText
 
         self.spec, self.device, self.prompt_text = spec, device, prompt_text
-        self.dtype = resolve_dtype(spec.dtype, device)
+        self.dtype = torch_dtype(spec.dtype, device)
         processor = load_processor(spec)
         self.tokenizer = _tokenizer_of(spec, processor)
         self.inputs_from = processor if prompt_text is not None else _image_processor_of(spec, processor)

@@ -18,7 +18,6 @@ veclip.inference.map_batches splits and retries.
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Optional, Sequence, Union
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
     from veclip.caption.vllm_captioner import VllmCaptioner
 
 __all__ = ["CaptionLoader", "EmptyCaption", "UndecodableImage", "caption_batch", "caption_images", "decode_image"]
-
-log = logging.getLogger(__name__)
 
 # Large JPEGs are decoded at a reduced scale (DCT scaling) no smaller than this: every processor
 # resizes far below it, and full-size decoding of 4000 px photos would dominate a CPU worker.

@@ -25,7 +25,6 @@ failing batch (CUDA out-of-memory included) is split and retried, a broken image
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -40,7 +39,7 @@ from veclip.caption.prompt import prompt_sha256
 from veclip.config import Config
 from veclip.config.caption import CaptionConfig
 from veclip.imaging import DEFAULT_MAX_PIXELS
-from veclip.inference import Load, map_batches
+from veclip.inference import Load, arrow_rows_per_batch, map_batches
 from veclip.model_stage import (OUTCOME, ModelStage, gpu_profile, model_partitions, outcome_of, run_slices,
                                 snapshot_todo, work_name)
 from veclip.report import StageReport
@@ -84,20 +83,6 @@ def with_provenance(out: DataFrame, c: CaptionConfig, spec: CaptionerSpec, info:
     }
     return out.select(*[(values[f.name] if f.name in values else F.col(f.name)).cast(f.dataType).alias(f.name)
                         for f in CAPTIONS.fields])
-
-
-@contextlib.contextmanager
-def arrow_rows_per_batch(spark: SparkSession, rows: int):
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    before = spark.conf.get(key, None)
-    spark.conf.set(key, str(rows))
-    try:
-        yield
-    finally:
-        if before is not None:
-            spark.conf.set(key, before)
-        else:
-            spark.conf.unset(key)
 
 
 # Most images one vLLM call (one Spark partition) receives: all of them are decoded before the engine

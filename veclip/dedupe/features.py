@@ -12,7 +12,6 @@ sets from `dedupe.batch_size`. A row whose image does not decode gets `hash_erro
 
 from __future__ import annotations
 
-import logging
 from typing import Iterable
 
 import pandas as pd
@@ -23,10 +22,8 @@ from pyspark.sql.types import ArrayType, LongType
 
 from veclip.config.dedupe import DedupeConfig
 from veclip.dedupe import text as T
-from veclip.dedupe.phash import pick_device
+from veclip.devices import pick_device
 from veclip.dedupe.pixels import hash_images
-
-log = logging.getLogger(__name__)
 
 IMAGE_SCHEMA = "pixel_sha256 string, phash long, hash_error string"
 TEXT_SCHEMA = "alt_text_norm string, alt_text_boilerplate boolean, text_score int"

@@ -24,13 +24,9 @@ The grey 32x32 input comes from `veclip.dedupe.pixels` (PIL BOX resampling, i.e.
 
 from __future__ import annotations
 
-import logging
-import os
 from functools import lru_cache
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 SIZE = 32          # side of the grey image the DCT sees
 BITS = 64
@@ -53,28 +49,6 @@ def dct_matrix(n: int = SIZE) -> np.ndarray:
     d = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * i + 1) * k / (2 * n))
     d[0] /= np.sqrt(2.0)
     return d
-
-
-def pick_device(setting: str = "auto") -> str:
-    """`cpu`, `cuda[:i]`, or `auto`: the Spark task's GPU (or the first GPU) when one exists, else cpu.
-
-    `auto` imports torch only where an NVIDIA device node exists, so CPU workers stay light.
-    """
-    if setting != "auto":
-        return setting
-    if not os.path.exists("/dev/nvidiactl"):
-        return "cpu"
-    try:
-        import torch
-    except ImportError:
-        return "cpu"
-    if not torch.cuda.is_available():
-        return "cpu"
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    gpus = ctx.resources().get("gpu") if ctx is not None else None
-    return f"cuda:{gpus.addresses[0]}" if gpus is not None and gpus.addresses else "cuda:0"
 
 
 def low_frequencies(gray: np.ndarray, device: str = "cpu") -> np.ndarray:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
 import warnings
 from typing import Optional, Sequence
 
@@ -27,8 +26,7 @@ import pandas as pd
 from PIL import Image
 
 from veclip.dedupe.phash import SIZE, is_flat, phash_batch
-
-log = logging.getLogger(__name__)
+from veclip.imaging import flatten_on_white, has_alpha
 
 ERROR_PREFIX = "undecodable_image"
 
@@ -37,7 +35,7 @@ def canonical_pixels(img: Image.Image) -> Image.Image:
     """The image in the mode its pixel hash is taken in: RGB, or RGBA when some pixel is transparent."""
     if img.mode == "RGB":
         return img
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if has_alpha(img):
         rgba = img.convert("RGBA")
         lo, _ = rgba.getchannel("A").getextrema()
         return rgba if lo < 255 else rgba.convert("RGB")
@@ -54,10 +52,8 @@ def pixel_sha256(img: Image.Image) -> str:
 
 def gray32(img: Image.Image) -> np.ndarray:
     """32x32 grey (0..255 float32) by area averaging; transparency composited over white first."""
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
+    if has_alpha(img):
+        img = flatten_on_white(img)
     g = img.convert("L").resize((SIZE, SIZE), Image.Resampling.BOX)
     return np.asarray(g, dtype=np.float32)
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from contextlib import contextmanager
 from typing import Optional
 
 from pyspark.sql import DataFrame, SparkSession
@@ -37,6 +36,7 @@ from veclip.dedupe import text_groups as TG
 from veclip.dedupe.buckets import over_cap_counts
 from veclip.dedupe.features import image_features, text_features
 from veclip.dedupe.policy import RULES, choose_canonical, explain_duplicates
+from veclip.inference import arrow_rows_per_batch
 from veclip.progress import SparkProgress
 from veclip.report import StageReport
 from veclip.schemas import DEDUPE_AUDIT, QUARANTINE, SILVER
@@ -53,24 +53,12 @@ def conform(df: DataFrame, schema) -> DataFrame:
     return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
 
 
-@contextmanager
-def arrow_batch(spark: SparkSession, rows: int):
-    """Arrow records per batch (= pandas UDF batch size) for the work inside the block."""
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
-    old = spark.conf.get(key, None)
-    spark.conf.set(key, str(rows))
-    try:
-        yield
-    finally:
-        spark.conf.set(key, old) if old is not None else spark.conf.unset(key)
-
-
 def new_features(spark: SparkSession, new_bronze: DataFrame, d: DedupeConfig) -> DataFrame:
     """Hash images and texts of the new bronze rows once; the result (no bytes) is checkpointed now,
     while Arrow's batch size is set (it is read when the UDF runs)."""
     cols = ["key", "image", "image_sha256", "width", "height", "alt_text", "alt_text_raw", "url", "source",
             "source_key"]
-    with arrow_batch(spark, d.batch_size):
+    with arrow_rows_per_batch(spark, d.batch_size):
         feats = text_features(image_features(new_bronze.select(*cols), d.device), d.boilerplate_texts)
         return feats.withColumn("is_new", F.lit(True)).localCheckpoint(eager=True)
 

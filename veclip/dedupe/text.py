@@ -9,7 +9,7 @@
 A normalised text is NFKC, case-folded, with punctuation and symbols turned into spaces and runs of
 white space collapsed, so "Red Square, Moscow." and "red square moscow" are the same text.
 Boilerplate here is what a text says by its form alone; texts shared by many unrelated images (a
-shop's name) are found by counting in `veclip.dedupe.groups`.
+shop's name) are found by counting in `veclip.dedupe.text_groups`.
 """
 
 from __future__ import annotations
@@ -21,20 +21,22 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from veclip.text import IMAGE_EXTENSIONS, IMAGE_WORDS
+
 MERSENNE = (1 << 31) - 1   # prime modulus of the MinHash permutations: a * x + b stays below 2^63
 _BAND_MIX = np.uint64(0x9E3779B97F4A7C15)
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
-_FILE_NAME = re.compile(r"^\S+\.(jpe?g|png|gif|webp|bmp|tiff?|heic|svg)$", re.IGNORECASE)
+_FILE_NAME = re.compile(rf"^\S+\.({IMAGE_EXTENSIONS})$", re.IGNORECASE)
 _CAMERA_OR_NUMBER = re.compile(r"^(img|image|dsc[nf]?|dcim|pic|pict|photo|picture|screenshot|screen shot|"
                                r"untitled|file|p|gopr|mvimg|wp|pxl)?\s*\d[\d\s]*$")
 
-BOILERPLATE = frozenset({
-    "", "image", "images", "img", "photo", "photos", "picture", "pictures", "pic", "pics", "untitled",
-    "untitled image", "untitled photo", "no title", "click to enlarge", "click to zoom", "click here",
-    "click image to enlarge", "click for larger image", "enlarge", "zoom", "view larger", "thumbnail",
-    "thumb", "preview", "no image", "no image available", "image not available", "image unavailable",
-    "placeholder", "default", "default image", "logo", "banner", "icon", "avatar", "null", "none",
+# Normalised AltTexts that describe no image: the words that name an image (veclip.text) and these phrases.
+BOILERPLATE = IMAGE_WORDS | frozenset({
+    "", "untitled image", "untitled photo", "no title", "click to enlarge", "click to zoom", "click here",
+    "click image to enlarge", "click for larger image", "zoom", "view larger",
+    "preview", "no image", "no image available", "image not available", "image unavailable",
+    "default", "default image", "logo", "banner", "icon", "avatar", "null", "none",
     "undefined", "n a", "alt", "alt text", "image description", "product image", "main image",
     "featured image", "photo by", "stock photo", "royalty free stock photo", "loading", "spacer",
     "blank", "gallery", "slide", "slider", "home", "header", "footer", "advertisement", "ad", "sponsored",

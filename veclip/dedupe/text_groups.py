@@ -16,7 +16,6 @@ Equal normalised texts have equal MinHash signatures, so the banding join finds 
 
 from __future__ import annotations
 
-import logging
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -25,8 +24,6 @@ from veclip.config.dedupe import DedupeConfig
 from veclip.dedupe.buckets import bucket_pairs
 from veclip.dedupe.features import jaccard_col, text_bands
 from veclip.dedupe.groups import hamming_col
-
-log = logging.getLogger(__name__)
 
 
 def has_text(col: str = "alt_text_norm"):

@@ -60,8 +60,6 @@ from veclip.caption.tiny import CHAT_TEMPLATE as LLAVA_CHAT_TEMPLATE
 from veclip.demo import describe as desc
 from veclip.demo import sources
 
-log = logging.getLogger(__name__)
-
 VERSION = f"demo-captioner-2+{desc.VERSION}"
 IMAGE_TOKEN = "<image>"
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN]

@@ -39,14 +39,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from veclip.files import shared_data_dir
 from veclip.ingest import sample_key
 
 log = logging.getLogger(__name__)
 
-SHARED_DATA = os.environ.get("VECLIP_SHARED_DATA",
-                             os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
-                                          "shared", "data"))
-WEB_ALTTEXT = os.path.join(SHARED_DATA, "web-alttext", "alttext-10k.parquet")
+WEB_ALTTEXT = str(shared_data_dir() / "web-alttext" / "alttext-10k.parquet")
 CRAWL_VERSION = 1      # bump when the generator changes, so cached crawls are rebuilt
 EVAL_VERSION = 2       # bump when the evaluation sets change (2: one image per distinct description)
 

@@ -30,6 +30,8 @@ from typing import Optional
 
 import numpy as np
 
+from veclip.files import shared_data_dir
+
 DATASETS = ("fashion-mnist", "cifar10")
 PARTS = ("captioner", "crawl", "test")
 
@@ -38,8 +40,6 @@ FASHION_MNIST_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "san
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 KEY_PREFIX = {"fashion-mnist": "fmnist", "cifar10": "cifar10"}
 ORDER_SEED = 0
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -70,10 +70,6 @@ def class_names(dataset: str) -> list[str]:
 
 def fashion_mnist_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("VECLIP_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
-
-
-def shared_data_dir() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("VECLIP_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 def _files(dataset: str) -> dict[str, pathlib.Path]:

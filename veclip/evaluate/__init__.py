@@ -4,7 +4,7 @@
     from veclip.evaluate.stage import run_evaluate
 
 Modules: metrics (ranks, recalls, top-K; pure), datasets (COCO / Karpathy captions), labelled
-(parquet, ImageFolder, class names), models (every model source -> one encoder), embed (batched
-embeddings), retrieval, zeroshot, report (table, JSON), registry (MLflow run, version tags,
-`champion`), stage (run_evaluate).
+(parquet, ImageFolder, class names), model_ref (what a model spec names), models (every model source
+-> one encoder), embed (batched embeddings), retrieval, zeroshot, report (table, JSON), registry (MLflow
+run, version tags, `champion`), stage (run_evaluate).
 """

@@ -8,58 +8,29 @@
 Sources, decided in this order:
 - `models:/NAME@ALIAS` / `models:/NAME/VERSION`: a registered MLflow model whose artifact `clip` is an
   open_clip folder (veclip.clip.save) or a Hugging Face CLIPModel folder;
-- a training checkpoint `step_<8 digits>.pt` ({"model": state_dict, "model_name": ...}) or a folder of
-  them (the latest step is taken);
+- a training checkpoint file `step_<8 digits>.pt` ({"model": state_dict, "model_name": ...});
 - an open_clip folder (open_clip_config.json), as written by veclip.clip.save;
 - a Hugging Face `CLIPModel` folder (config.json); its tokenizer loads with AutoTokenizer from the
   same folder, so VeCLIP's released checkpoints (CLIP + a T5 tokenizer) work as they are;
+- a folder of training checkpoints (the latest step is taken: veclip.train.checkpoint.latest_checkpoint);
 - an open_clip model name (e.g. ViT-B-16) with a weights file.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import re
-from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
+from veclip.devices import pick_device
+from veclip.evaluate import registry
 from veclip.evaluate.metrics import normalize
+from veclip.evaluate.model_ref import ModelRef, folder_kind
+from veclip.train.checkpoint import latest_checkpoint
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_RE = re.compile(r"step_(\d{8})\.pt$")
-
-
-@dataclass
-class ModelRef:
-    """Where a model comes from; `name`/`version` are set for a registered MLflow model."""
-    spec: str
-    kind: str                    # mlflow | checkpoint | open_clip | hf | name
-    path: Optional[str] = None   # local checkpoint file or model folder
-    weights: Optional[str] = None
-    name: Optional[str] = None
-    version: Optional[str] = None
-    run_id: Optional[str] = None
-    model_id: Optional[str] = None
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        if self.name:
-            return f"{self.name} v{self.version}"
-        return os.path.basename(str(self.path or self.spec).rstrip("/")) or self.spec
-
-    def describe(self) -> dict:
-        out = {"spec": self.spec, "kind": self.kind, "path": self.path, "weights": self.weights,
-               "registered_model": self.name, "version": self.version, "run_id": self.run_id,
-               "model_id": self.model_id}
-        out.update(self.extra)
-        return {k: v for k, v in out.items() if v is not None}
-
 
 class Encoder:
     """encode_images(list of PIL) / encode_texts(list of str) -> L2-normalised float32 CPU tensors.
@@ -129,21 +100,9 @@ class HFClipEncoder(Encoder):
         return normalize(_features(feats)).cpu()
 
 
-def pick_device(device: str = "auto") -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def latest_checkpoint(folder: str) -> Optional[str]:
-    found = [p for p in glob.glob(os.path.join(folder, "step_*.pt")) if CHECKPOINT_RE.search(p)]
-    return max(found, key=lambda p: int(CHECKPOINT_RE.search(p).group(1))) if found else None
-
-
 def resolve_model(spec: str, weights: Optional[str] = None) -> ModelRef:
     """Decide what kind of source `spec` is (see the module docstring); nothing is loaded yet."""
     if spec.startswith("models:/"):
-        from veclip.evaluate import registry
         return registry.resolve(spec)
     if os.path.exists(spec):
         path = os.path.abspath(spec)
@@ -154,7 +113,7 @@ def resolve_model(spec: str, weights: Optional[str] = None) -> ModelRef:
             return ModelRef(spec, kind, path)
         latest = latest_checkpoint(path)
         if latest:
-            return ModelRef(spec, "checkpoint", latest)
+            return ModelRef(spec, "checkpoint", str(latest))
         raise ValueError(f"eval.model={spec}: the folder holds no open_clip model (open_clip_config.json), "
                          "no Hugging Face model (config.json) and no step_*.pt checkpoint")
     if weights is None:
@@ -165,14 +124,6 @@ def resolve_model(spec: str, weights: Optional[str] = None) -> ModelRef:
     from veclip import clip
     clip.model_config(spec)  # a clear error for an unknown name
     return ModelRef(spec, "name", None, weights)
-
-
-def folder_kind(path: str) -> Optional[str]:
-    if os.path.isfile(os.path.join(path, "open_clip_config.json")):
-        return "open_clip"
-    if os.path.isfile(os.path.join(path, "config.json")):
-        return "hf"
-    return None
 
 
 def _strip_prefixes(state: dict) -> dict:

@@ -1,7 +1,7 @@
 """The MLflow side of evaluation: find a registered version, record its results, move `champion`.
 
     ref = resolve("models:/veclip-clip@candidate")       # pinned to the version the alias names now
-    record(ref, metrics, datasets, fingerprint)           # run metrics + tags on the model version
+    record(ref, results, metrics, fingerprint)            # run metrics + tags on the model version
     promote(ref, "coco-mini/i2t_r1", 12.5, fingerprint)   # champion moves only if 12.5 beats its value
 
 A registered model is a pyfunc whose artifact `clip` is a model folder (open_clip or Hugging Face).
@@ -24,7 +24,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from veclip.evaluate.models import ModelRef, folder_kind
+from veclip.evaluate.model_ref import ModelRef, folder_kind
 
 log = logging.getLogger(__name__)
 

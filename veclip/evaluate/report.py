@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Iterable
+
+from veclip.files import write_text_atomic
 
 RETRIEVAL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 ZEROSHOT_KEYS = ("top1", "top5", "mean_per_class_recall")
@@ -60,9 +61,4 @@ def format_tables(model_label: str, results: list[dict]) -> str:
 
 
 def write_json(doc: dict, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2, sort_keys=False, default=str)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(doc, indent=2, sort_keys=False, default=str))

@@ -20,6 +20,8 @@ import re
 import unicodedata
 from typing import Optional
 
+from veclip.text import cut_at_word
+
 # Real HTML element names (HTML5 plus common legacy ones). Only these are treated as tags.
 _HTML_ELEMENTS = frozenset("""
 a abbr acronym address area article aside audio b base bdi bdo big blink blockquote body br button
@@ -79,18 +81,6 @@ def _visible(ch: str) -> str:
     if cat in ("Cf", "Cs", "Cn") or ch in _INVISIBLE or ch == "\ufffd":
         return ""           # ... and U+FFFD, the mark of text repaired or decoded with errors: noise to a reader
     return ch
-
-
-def cut_at_word(text: str, max_chars: int) -> str:
-    """`text` if short enough, else its first `max_chars` characters ending at a word boundary."""
-    if len(text) <= max_chars:
-        return text
-    head = text[:max_chars + 1]
-    space = head.rfind(" ")
-    # Cut at the last space unless that would throw away more than a fifth of the budget
-    # (one very long "word", e.g. a URL or text without spaces).
-    cut = head[:space] if space >= max_chars * 0.8 else head[:max_chars]
-    return cut.rstrip()
 
 
 def clean_alt_text(raw: Optional[str], max_chars: int = 1000) -> Optional[str]:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from veclip.config.rewrite import default_gguf, package_dir
+from veclip.devices import torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -144,15 +145,6 @@ class Generation:
     text: str
     tokens: int
     truncated: bool   # stopped at max_new_tokens, not at an end-of-turn token
-
-
-def torch_dtype(name: str, device: str):
-    import torch
-
-    if name == "auto":
-        gpu_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if gpu_bf16 else (torch.float16 if device.startswith("cuda") else torch.float32)
-    return getattr(torch, name)
 
 
 def stop_ids(tokenizer, eos_token_id=None) -> set[int]:

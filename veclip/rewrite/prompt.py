@@ -24,9 +24,9 @@ from typing import Optional, Sequence
 
 import yaml
 
-from veclip.ingest.text import clean_alt_text, cut_at_word
-
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from veclip.files import REPO_ROOT
+from veclip.ingest.text import clean_alt_text
+from veclip.text import cut_at_word
 
 # Markers that open or close chat turns in common templates (ChatML, Llama 2/3, Gemma, Vicuna, Alpaca)
 # and the prompt's own delimiters. In a quoted AltText each is removed.
@@ -62,7 +62,7 @@ class PromptSpec:
 
 def resolve_prompt_file(path: str) -> str:
     """The prompt file: `path` as given (absolute or from the working directory), else in the checkout."""
-    tried = [path] if os.path.isabs(path) else [os.path.abspath(path), os.path.join(_REPO, path)]
+    tried = [path] if os.path.isabs(path) else [os.path.abspath(path), str(REPO_ROOT / path)]
     for p in tried:
         if os.path.isfile(p):
             return p

@@ -30,7 +30,6 @@ standalone benchmark: the same code either way.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -42,8 +41,6 @@ from veclip.rewrite.models import CausalLM, Generation, ModelSource, load_causal
 from veclip.rewrite.prompt import PromptSpec, clean_for_prompt, fuse_messages, load_prompt, render
 from veclip.rewrite.select import choose
 from veclip.rewrite.validate import Verdict, fallback_alt, fallback_text, validate
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

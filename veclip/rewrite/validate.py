@@ -52,6 +52,7 @@ from typing import Callable, Optional, Sequence
 
 from veclip.rewrite.injection import fold, is_instruction, payload_markers
 from veclip.rewrite.prompt import CHAT_MARKERS, PromptSpec, clean_for_prompt
+from veclip.text import GENERIC_WORDS, IMAGE_EXTENSIONS, IMAGE_WORDS
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?", re.U)
 _LABEL = re.compile(r"^\s*(?:vecap|caption|new caption|sentence|answer|output|rewritten caption|result)\s*[:\-]\s*",
@@ -64,7 +65,7 @@ _REFUSAL = re.compile(r"\b(?:i'?m sorry|i am sorry|i apologi[sz]e|i (?:cannot|ca
                       r"|as an ai|i am an ai|language model|unable to (?:help|assist|comply))\b", re.I)
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])")
 _ABBREV = re.compile(r"(?:\b(?:mr|mrs|ms|dr|st|mt|jr|sr|vs|no|co|inc|ltd|ft|ca|approx)|\b[A-Z])\.$", re.I)
-_FILE = re.compile(r"\.(?:jpe?g|png|gif|webp|bmp|tiff?|heic)$|^(?:img|dsc|dscn|pxl|photo|image)[_\- ]?\d", re.I)
+_FILE = re.compile(rf"\.(?:{IMAGE_EXTENSIONS})$|^(?:img|dsc|dscn|pxl|photo|image)[_\- ]?\d", re.I)
 
 STOPWORDS = frozenset("""
 a an the and or but of in on at to for from by with without into onto over under near above below
@@ -72,11 +73,6 @@ is are was were be been being this that these those it its as than then there he
 our your my we you they he she i me him them us who whom which what when where why how all any
 both each few more most other some such no nor not only own same so too very can will just don
 should now one two three image photo picture stock free shipping new size buy sale online view
-""".split())
-GENERIC = frozenset("""
-image images photo photos picture pictures pic pics stock photography thumbnail thumb untitled
-download click here view larger enlarge jpg jpeg png gif img file banner logo icon placeholder
-default image_ no title null none home page
 """.split())
 # Function words of the other languages an AltText (and so a fusion) may be written in: de fr es it pt nl.
 FUNCTION_WORDS = frozenset("""
@@ -227,7 +223,7 @@ def is_low_information(alt_text: Optional[str]) -> bool:
     if not text or _FILE.search(text):
         return True
     ws = [w for w in words(text) if any(c.isalpha() for c in w)]
-    return not ws or all(w in GENERIC or len(w) < 2 for w in ws)
+    return not ws or all(w in GENERIC_WORDS or len(w) < 2 for w in ws)
 
 
 def _overlaps(a: set[str], b: set[str]) -> bool:
@@ -352,12 +348,9 @@ _COMMERCE_PHRASES = re.compile(
     r"|(?:(?:a|an|the)\s+)?(?:close-?up\s+)?(?:photo|image|picture|photograph)\s+of(?:\s+(?:a|an|the))?)\b", re.I)
 _NEW_OK = re.compile(r"^new\s+(?:york|zealand|jersey|mexico|orleans|delhi|hampshire|england|guinea|caledonia|"
                      r"brunswick|haven|south\s+wales|year|years|moon|testament|wave|age|world|town|forest)\b", re.I)
-# Markers of a generic image (the file-like words of GENERIC; "home" or "logo" can carry meaning in a text).
-_IMAGE_WORDS = frozenset("image images photo photos picture pictures pic pics thumbnail thumb untitled download "
-                         "enlarge jpg jpeg png gif img placeholder".split())
 _DOMAIN = re.compile(r"\S*\b[\w-]+(?:\.[\w-]+)*\.(?:com|net|org|info|biz|shop|store|co|uk|de|fr|ru|cn|jp|in|au|ca|"
                      r"it|es|nl|io|eu|us)\b\S*|\S+@\S+", re.I)
-_FILE_NAME = re.compile(r"\S+\.(?:jpe?g|png|gif|webp|bmp|tiff?|heic|svg)\b", re.I)
+_FILE_NAME = re.compile(rf"\S+\.(?:{IMAGE_EXTENSIONS})\b", re.I)
 _CREDIT = re.compile(r"(?:©|\(c\)|\bcopyright\b)\s*[^,;|()]*", re.I)    # "© Per Ole Hagen": a credit, not the image
 _SHOP_SEGMENT = frozenset("store stores shop shops webshop boutique outlet etsy ebay amazon aliexpress alibaba "
                           "walmart taobao dhgate".split())
@@ -391,7 +384,8 @@ def _drop_token(token: str) -> bool:
     core = token.strip(".,;:!?\"'()[]{}&*#+~").lower()
     if not core:
         return token.strip() != "&"     # a lone dash, bar or asterisk goes; "Red & Black" keeps its "&"
-    if _is_code(token) or core in COMMERCE_WORDS or core in _IMAGE_WORDS:
+    # The image words, not all of GENERIC_WORDS: "home" or "logo" can carry meaning in a text.
+    if _is_code(token) or core in COMMERCE_WORDS or core in IMAGE_WORDS:
         return True
     return len(core) == 1 and core.isalpha() and core not in ("a", "i", "&")
 

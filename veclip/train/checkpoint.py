@@ -21,6 +21,8 @@ from typing import Optional
 
 import torch
 
+from veclip.files import atomic_path
+
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
@@ -28,6 +30,11 @@ _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
 def checkpoint_name(step: int) -> str:
     return f"step_{step:08d}.pt"
+
+
+def latest_checkpoint(folder: str | os.PathLike) -> Optional[Path]:
+    """The newest complete checkpoint `step_<8 digits>.pt` in `folder`, or None when it has none."""
+    return Checkpoints(folder).latest()
 
 
 class Checkpoints:
@@ -54,9 +61,8 @@ class Checkpoints:
         """Write `state` as the checkpoint of `step` (atomically), then drop all but the latest `keep`."""
         self.folder.mkdir(parents=True, exist_ok=True)
         final = self.path(step)
-        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, final)  # atomic on POSIX: a reader sees the old state or the whole new file
+        with atomic_path(final) as tmp:  # a reader sees the old state or the whole new file
+            torch.save(state, tmp)
         for old in self.steps()[:-self.keep]:
             self.path(old).unlink(missing_ok=True)
         log.info("checkpoint %s", final)

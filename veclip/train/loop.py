@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from veclip.config.train import TrainConfig
+from veclip.files import write_text_atomic
 from veclip.train import data, optim
 from veclip.train.checkpoint import Checkpoints
 from veclip.train.logger import MetricsLogger, Tracking
@@ -275,10 +276,7 @@ def train_worker(spec: TrainSpec) -> None:
     try:
         summary = trainer.train()
         if summary is not None:
-            tmp = f"{spec.summary_path}.tmp"
-            with open(tmp, "w") as f:
-                json.dump(summary, f, indent=1)
-            os.replace(tmp, spec.summary_path)
+            write_text_atomic(spec.summary_path, json.dumps(summary, indent=1))
     finally:
         if trainer.d.world > 1 and dist.is_initialized():
             dist.destroy_process_group()

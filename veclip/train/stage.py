@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import mlflow
 
@@ -27,6 +27,9 @@ from veclip.train.data import GoldPlan, plan_gold, shard_files
 from veclip.train.launch import latest_run, launch
 from veclip.train.logger import Tracking
 from veclip.train.loop import TrainSpec
+
+if TYPE_CHECKING:
+    from veclip.tables import Tables
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +85,10 @@ def write_run_meta(folder: str, cfg: Config, plan: GoldPlan) -> None:
         json.dump(meta, f, indent=1)
 
 
-def log_lineage(cfg: Config, plan: GoldPlan, run_name: str) -> None:
+def log_lineage(tables: Tables, plan: GoldPlan, run_name: str) -> None:
     """The gold table and version as the run's dataset input (MLflow dataset lineage)."""
     digest = hashlib.sha256(f"{plan.table}@{plan.version}".encode()).hexdigest()[:16]
-    where = {"table_name": plan.table} if cfg.tables.schema_ else {"path": plan.table}
-    dataset = mlflow.data.load_delta(**where, version=str(plan.version), name="gold", digest=digest)
+    dataset = mlflow.data.load_delta(**tables.source("gold"), version=str(plan.version), name="gold", digest=digest)
     mlflow.log_input(dataset, context="training")
     mlflow.log_params({"train.resolved.gold_version": plan.version, "train.resolved.gold_rows": plan.rows,
                        "train.resolved.run_name": run_name})
@@ -113,7 +115,7 @@ def run_train(cfg: Config, spark, args) -> StageReport:
     active = mlflow.active_run()
     tracking = None
     if active is not None:
-        log_lineage(cfg, plan, os.path.basename(folder))
+        log_lineage(tables, plan, os.path.basename(folder))
         tracking = Tracking(cfg.mlflow_tracking_uri, active.info.run_id, cfg.mlflow_registry_uri)
     spec = TrainSpec(t.model_dump(), plan, folder, os.path.join(folder, "summary.json"), resume, tracking,
                      forwarded_env(t.mode))
