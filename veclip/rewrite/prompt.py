@@ -26,7 +26,8 @@ import yaml
 
 from veclip.ingest.text import clean_alt_text, cut_at_word
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO = os.path.dirname(_PACKAGE)
 
 # Markers that open or close chat turns in common templates (ChatML, Llama 2/3, Gemma, Vicuna, Alpaca)
 # and the prompt's own delimiters. In a quoted AltText each is removed.
@@ -61,8 +62,11 @@ class PromptSpec:
 
 
 def resolve_prompt_file(path: str) -> str:
-    """The prompt file: `path` as given (absolute or from the working directory), else in the checkout."""
-    tried = [path] if os.path.isabs(path) else [os.path.abspath(path), os.path.join(_REPO, path)]
+    """The prompt file: `path` as given (absolute or from the working directory), else in the checkout,
+    else in the installed package, which ships conf/prompts/ as veclip/conf/prompts/ (so the default
+    `conf/prompts/vecap_fusion_v1.yaml` resolves outside a checkout too)."""
+    tried = [path] if os.path.isabs(path) else [os.path.abspath(path), os.path.join(_REPO, path),
+                                                 os.path.join(_PACKAGE, path)]
     for p in tried:
         if os.path.isfile(p):
             return p
