@@ -1,10 +1,11 @@
 """Give the pyspark of the Python that runs this script Delta Lake's JVM jars and local defaults.
 
-    .venv/bin/python scripts/install_spark_extras.py --delta 4.4.0 --cache ~/.cache/veclip
+    .venv/bin/python scripts/install_spark_extras.py [--delta 4.4.0] [--cache ~/.cache/veclip]
 
 Used by scripts/setup.sh (each checkout's .venv) and tests/test_packaging.py (a fresh environment).
 
-Delta jars: spark.jars.packages resolves jars when a Python process starts the JVM, which is too late
+Delta jars (by default the version of the installed delta-spark package: the Python and JVM halves
+are kept at the same version, pinned in requirements.txt): spark.jars.packages resolves jars when a Python process starts the JVM, which is too late
 for spark-submit (its JVM is already up) and needs the network at run time. Copying the jars into
 pyspark's own jars/ folder puts them on every JVM's classpath, offline. The first run on a machine
 resolves them with Ivy (through spark-submit --packages, network needed) and keeps the chosen set in
@@ -24,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from importlib import metadata
 
 SPARK_ENV = 'export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"\n'
 LOG4J2 = """rootLogger.level = warn
@@ -105,8 +107,11 @@ def main(argv: list[str] | None = None) -> None:
     import pyspark
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--delta", required=True, help="Delta Lake version (the delta-spark pin)")
-    p.add_argument("--cache", required=True, help="machine-wide cache folder (Ivy and the chosen jars)")
+    p.add_argument("--delta", default=metadata.version("delta-spark"),
+                   help="Delta Lake version (default: the installed delta-spark's)")
+    p.add_argument("--cache", default=os.environ.get("VECLIP_ENV_HOME", os.path.expanduser("~/.cache/veclip")),
+                   help="machine-wide cache folder for Ivy and the chosen jars (default: $VECLIP_ENV_HOME "
+                        "or ~/.cache/veclip)")
     a = p.parse_args(argv)
     home = os.path.dirname(pyspark.__file__)
     jars_dir = os.path.join(home, "jars")

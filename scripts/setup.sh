@@ -26,7 +26,6 @@ PYTHON="${PYTHON:-python3.11}"
 UV_VERSION=0.13.8
 PETASTORM_VERSION=0.13.1
 SMOLLM2_VERSION=0.1.2
-DELTA_VERSION=4.4.0
 ENV_HOME="${VECLIP_ENV_HOME:-$HOME/.cache/veclip}"
 ENV="$ROOT/.venv"
 HASH="$( (cat requirements.txt overrides.txt scripts/setup.sh scripts/install_spark_extras.py; echo "$ROOT") \
@@ -78,9 +77,10 @@ export UV_HTTP_TIMEOUT=300 UV_LINK_MODE=hardlink
 # veclip itself, editable: this checkout's code. Built with the setuptools already installed (offline).
 "$UV" pip install --python "$ENV/bin/python" --no-deps --no-build-isolation -e .
 
-# Delta Lake's JVM jars into pyspark's jars/ folder (spark-submit and plain python get Delta offline)
+# Delta Lake's JVM jars (the delta-spark pin's version) into pyspark's jars/ folder (spark-submit and
+# plain python get Delta offline)
 # and local defaults for every Spark JVM started from this environment (loopback, WARN logs).
-"$ENV/bin/python" scripts/install_spark_extras.py --delta "$DELTA_VERSION" --cache "$ENV_HOME"
+"$ENV/bin/python" scripts/install_spark_extras.py --cache "$ENV_HOME"
 
 echo "$HASH" > "$ENV/.complete"
 log "environment ready: $ENV"
