@@ -28,7 +28,10 @@ demo: setup
 reproduce: setup
 	python -m veclip.demo.reproduce --out "$(ROOT)/reproduce" $(REPRODUCE_ARGS)
 
+# MLflow 3.17's UI opens in its GenAI view unless told otherwise: this address opens the Model training
+# view (the runs); the browser then remembers the choice.
 mlflow-ui: setup
+	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	mlflow ui --backend-store-uri sqlite:///$(ROOT)/mlflow.db --port 5000
 
 # Built offline with the environment's uv and setuptools (no build isolation: nothing to download).
