@@ -98,7 +98,7 @@ def main(argv=None) -> None:
         return load_config(None, [f"paths.root={root}", f"spark.master={a.master}", "spark.shuffle_partitions=2",
                                   "mlflow.enabled=false", f"caption.model={model}", f"caption.batch_size={a.batch_size}",
                                   f"caption.max_new_tokens={a.max_new_tokens}", f"caption.commit_every={a.commit_every}",
-                                  "caption.max_failure_rate=1"])
+                                  "caption.max_failure_rate=1"], bare=True)
 
     spark = get_spark(cfg_for(os.path.join(work, "warmup")))
     spark.sparkContext.setLogLevel("ERROR")

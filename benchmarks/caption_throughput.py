@@ -117,7 +117,7 @@ def main(argv=None) -> None:
     reps = (a.images + len(images) - 1) // len(images)
     base = [f"paths.root={work}/root", f"spark.master={a.master}", "spark.shuffle_partitions=2",
             "mlflow.enabled=false", f"caption.max_new_tokens={a.max_new_tokens}"]
-    cfg = load_config(None, base)
+    cfg = load_config(None, base, bare=True)
     spark = get_spark(cfg)
     spark.sparkContext.setLogLevel("ERROR")
     Tables(cfg, spark).merge("bronze", bronze(spark, images, a.images), ["key"])
@@ -138,7 +138,7 @@ def main(argv=None) -> None:
         for bs in [int(b) for b in a.batch_sizes.split(",")]:
             def cfg_for(*sets, _m=model, _bs=bs):
                 return load_config(None, base + [f"caption.model={_m}", f"caption.batch_size={_bs}",
-                                                 f"caption.captioner_id=bench-{size}-{_bs}", *sets])
+                                                 f"caption.captioner_id=bench-{size}-{_bs}", *sets], bare=True)
             loader, _ = caption_loader(cfg_for().caption)
             alone = standalone(loader, local, bs, a.device)
             mapped = spark_map(spark, table, loader, bs)

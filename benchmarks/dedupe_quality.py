@@ -144,7 +144,7 @@ def main() -> None:
     ap.add_argument("--max-threshold", type=int, default=20)
     ap.add_argument("--out", default="work/benchmarks")
     args = ap.parse_args()
-    d = load_config(None).dedupe
+    d = load_config(None, bare=True).dedupe
     t0 = time.monotonic()
     images, kinds = load_originals(args.cifar_per_class)
     df = build(images)

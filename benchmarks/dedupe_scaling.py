@@ -178,7 +178,7 @@ def stage_benchmark(sizes: list[int], budget_s: float, root: str, index: str = "
     from veclip.spark import get_spark
 
     spark = get_spark(load_config(None, [f"paths.root={root}", "spark.master=local[2]",
-                                         "spark.shuffle_partitions=8"]))
+                                         "spark.shuffle_partitions=8"], bare=True))
     warm, _ = run_size(spark, 200, root, budget_s)
     print(f"\n== the whole stage (local[2]), after an untimed 200-row warm-up run ({warm:.0f}s) ==")
     results: list[tuple[int, float]] = []

@@ -95,16 +95,16 @@ def rewrite_rows(a, spark, base) -> list[dict]:
     rows = []
     for engine in ENGINES:
         sets = base + [f"rewrite.engine={engine}", f"rewrite.batch_size={a.batch_size}"]
-        loader = RewriterLoader.from_config(load_config(None, sets))
+        loader = RewriterLoader.from_config(load_config(None, sets, bare=True))
         rw, load_s = timed(loader, a.device)
         rows_s, tok_s = engine_alone(rw, pairs, a.batch_size, engine)
         n1, fb1, _ = rewriter_alone(rw, pairs, a.batch_size, engine)
         # The same loaded model with n=4: only the loader's settings differ (no second engine).
-        rw4 = Rewriter(rw.lm, RewriterLoader.from_config(load_config(None, sets + ["rewrite.num_candidates=4"])))
+        rw4 = Rewriter(rw.lm, RewriterLoader.from_config(load_config(None, sets + ["rewrite.num_candidates=4"], bare=True)))
         n4, fb4, _ = rewriter_alone(rw4, pairs, a.batch_size, engine)
         _free_engines(rw.lm)
         del rw, rw4
-        stage = rewrite_stage(spark, load_config(None, sets + [f"rewrite.rewriter_id=bench-{engine}"]), len(pairs))
+        stage = rewrite_stage(spark, load_config(None, sets + [f"rewrite.rewriter_id=bench-{engine}"], bare=True), len(pairs))
         rows.append(dict(engine=engine, load=load_s, engine_rows=rows_s, tokens=tok_s, n1=n1, fb1=fb1, n4=n4,
                          fb4=fb4, stage=stage))
         print(f"  {engine}: load {load_s:.0f}s, engine {rows_s:.2f} rows/s {tok_s:.0f} tok/s, rewriter n=1 "
@@ -142,7 +142,7 @@ def caption_rows(a, spark, base) -> list[dict]:
         sets = base + [f"caption.model={a.captioner}", f"caption.engine={engine}",
                        f"caption.captioner_id=bench-{engine}", f"paths.root={a.work}/caption-{engine}",
                        f"caption.commit_every={len(images)}"]
-        cfg = load_config(None, sets)
+        cfg = load_config(None, sets, bare=True)
         loader, _ = caption_loader(cfg.caption, cfg.ingest.max_pixels)
         predict, load_s = timed(loader, a.device)
         chunk = len(images) if engine == "vllm" else cfg.caption.batch_size
@@ -194,7 +194,7 @@ def main(argv=None) -> None:
     base = [f"paths.root={a.work}/root", f"paths.models={a.models}", f"spark.master={a.master}",
             "spark.shuffle_partitions=2", "mlflow.enabled=false", f"caption.captioner_id={CAPTIONER}",
             f"rewrite.dtype={a.dtype}", f"caption.dtype={a.dtype}", f"rewrite.commit_every={a.rows}", *a.set]
-    cfg0 = load_config(None, base)
+    cfg0 = load_config(None, base, bare=True)
     spark = get_spark(cfg0)
     spark.sparkContext.setLogLevel("ERROR")
     print(f"device {a.device}, dtype {a.dtype}, Spark {a.master}, {os.cpu_count()} CPUs, "

@@ -106,7 +106,7 @@ def main(argv=None) -> None:
     from veclip.rewrite.rewriter import RewriterLoader
 
     cfg = load_config(None, ["paths.root=/tmp/veclip-rewrite-quality", f"paths.models={a.models}",
-                             f"rewrite.max_new_tokens={a.max_new_tokens}", *a.set])
+                             f"rewrite.max_new_tokens={a.max_new_tokens}", *a.set], bare=True)
     pairs = stand_in_pairs(a.limit, seed=0)
     rw = RewriterLoader.from_config(cfg)("cpu")
     progress, results, t0 = Progress(len(pairs), "rewrite-quality", every_s=30), [], time.monotonic()

@@ -101,7 +101,7 @@ def main(argv=None) -> None:
     base = [f"paths.root={work}/root", f"paths.models={a.models}", f"spark.master={a.master}",
             "spark.shuffle_partitions=2", "mlflow.enabled=false", f"caption.captioner_id={CAPTIONER}",
             f"rewrite.max_new_tokens={a.max_new_tokens}", f"rewrite.commit_every={a.rows}", *a.set]
-    cfg0 = load_config(None, base)
+    cfg0 = load_config(None, base, bare=True)
     spark = get_spark(cfg0)
     spark.sparkContext.setLogLevel("ERROR")
     write_tables(spark, Tables(cfg0, spark), pairs, CAPTIONER)
@@ -115,7 +115,7 @@ def main(argv=None) -> None:
               f" {'same vecaps':>11} {'fallback':>8}")
     lines = [header, "-" * len(header)]
     for bs in [int(b) for b in a.batch_sizes.split(",")]:
-        cfg = load_config(None, base + [f"rewrite.batch_size={bs}", f"rewrite.rewriter_id=bench-{bs}"])
+        cfg = load_config(None, base + [f"rewrite.batch_size={bs}", f"rewrite.rewriter_id=bench-{bs}"], bare=True)
         loader = RewriterLoader.from_config(cfg)
         load_s, alone, results = standalone(loader, pairs, bs)
         mapped = spark_map(spark, pairs_df, loader, bs)

@@ -14,12 +14,20 @@
 
 # COMMAND ----------
 
-import os
-import sys
+# MAGIC %pip install --no-deps .. --quiet
 
-sys.path.insert(0, os.path.abspath(".."))  # the repository root: notebooks/ sits inside it
+# COMMAND ----------
 
-from veclip import notebook  # noqa: E402
+# veclip is installed above like any library, with --no-deps (the runtime has Spark, Delta, MLflow and
+# torch; requirements-databricks.txt adds what it lacks). `..` is this repository as a Databricks Git
+# folder (pip builds and installs it). From a wheel instead (`make wheel`, copied to a Unity Catalog
+# volume), that cell reads
+# `%pip install --no-deps /Volumes/<catalog>/<schema>/<volume>/veclip-<version>-py3-none-any.whl`.
+dbutils.library.restartPython()
+
+# COMMAND ----------
+
+from veclip import notebook
 
 cfg = notebook.widget_config(dbutils, "conf/databricks.yaml")
 print("tables under:", cfg.tables.catalog, cfg.tables.schema_, "| inputs:", cfg.ingest.inputs)

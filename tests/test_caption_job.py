@@ -38,7 +38,7 @@ def command(root, model) -> list[str]:
 
 
 def env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO), "SPARK_LOCAL_IP": "127.0.0.1"}
+    return {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
 
 
 def kill_after_first_slice(cmd, root, timeout_s: float = 400) -> tuple[int, str]:

@@ -39,7 +39,7 @@ def test_captions_are_bounded_at_a_word_boundary():
 
 
 def test_config_defaults_follow_the_paper():
-    c = load_config(None).caption
+    c = load_config(None, bare=True).caption
     assert c.prompt == PAPER_PROMPT == "Describe the image concisely, less than 20 words."
     assert c.model == "llava-hf/llava-1.5-7b-hf" and c.captioner_id == "llava-1.5-7b-hf"
     assert c.trust_remote_code is False and c.dtype == "auto"

@@ -97,7 +97,7 @@ def test_retry_conflicts_retries_lost_races_only():
 
 def run_two(root, via: str, keys: tuple[str, str], hold_s: float = 0.0, env: dict | None = None):
     """Start jobs a and b at once (a barrier after Spark is up); return their exit codes, outputs, results."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    env = {**os.environ, **(env or {})}
     procs = [subprocess.Popen([sys.executable, str(DRIVER), str(root), name, "--keys", k, "--peers", "a,b",
                                "--via", via, "--hold-s", str(hold_s)], env=env, cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

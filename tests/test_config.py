@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from veclip.config import ConfigError, flatten, load_config
@@ -72,3 +74,16 @@ def test_readme_documents_every_config_key():
     start, end = readme.index("<!-- config-table:start -->"), readme.index("<!-- config-table:end -->")
     assert readme[start:end].strip().split("\n", 1)[1].strip() == table().strip(), \
         "README config table is stale: regenerate it with `python -m veclip.config`"
+
+
+def test_no_file_means_the_embedded_local_profile_and_bare_means_the_code_defaults(tmp_path):
+    from veclip.config import LOCAL_PROFILE
+
+    assert (REPO / "conf" / "local.yaml").resolve() == (REPO / "veclip" / "conf" / "local.yaml") == Path(LOCAL_PROFILE)
+    embedded = load_config(None, [f"paths.root={tmp_path}"])
+    assert flatten(embedded) == flatten(load_config(str(REPO / "conf" / "local.yaml"), [f"paths.root={tmp_path}"]))
+    assert embedded.train.model == "veclip-tiny" and embedded.caption.commit_every == 256
+    bare = load_config(None, [f"paths.root={tmp_path}"], bare=True)
+    assert bare.train.model == "ViT-B-16" and bare.caption.commit_every == 2000
+    with pytest.raises(ValueError, match="bare=True reads no file"):
+        load_config(str(REPO / "conf" / "local.yaml"), bare=True)

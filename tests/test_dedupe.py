@@ -170,5 +170,5 @@ def test_config_is_validated():
                            "dedupe.phash_key_blocks=5"]).dedupe
     assert d.boilerplate_texts == ["Example Store"]
     assert d.phash_guaranteed_hamming == 5 and d.phash_tables == 252
-    assert load_config(None).dedupe.phash_guaranteed_hamming == 4
+    assert load_config(None, bare=True).dedupe.phash_guaranteed_hamming == 4
     assert load_config(None, ["dedupe.phash_index=exhaustive"]).dedupe.phash_guaranteed_hamming == 64

@@ -140,7 +140,7 @@ def test_accounting_adds_up(run):
 
 def test_rerun_through_the_job_changes_nothing(run):
     """`spark-submit jobs/dedupe.py` (a fresh JVM, as a user runs it) on the same root: nothing new."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     spark_submit = os.path.join(os.path.dirname(sys.executable), "spark-submit")
     out = subprocess.run([spark_submit, "jobs/dedupe.py", "--config", "conf/local.yaml",

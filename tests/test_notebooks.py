@@ -221,6 +221,8 @@ def test_notebook_is_a_thin_driver_of_the_library(path):
     cells = code_cells(path)
     assert cells, f"{path.name} has no code cells"
     assert "%pip install -r ../requirements-databricks.txt" in text
+    assert "# MAGIC %pip install --no-deps .." in text and "dbutils.library.restartPython()" in text
+    assert "sys.path" not in text  # the library is installed, not put on the path
     for i, cell in enumerate(cells):
         tree = ast.parse(cell, f"{path.name}[cell {i}]")  # every code cell parses
         defined = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef,

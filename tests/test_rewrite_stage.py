@@ -135,7 +135,7 @@ def test_a_killed_run_resumes_with_exactly_one_vecap_per_key(spark, tmp_path, cc
     first_commit = root / "vecap" / "_delta_log" / f"{1:020d}.json"   # version 0 is the empty table
     with open(tmp_path / "child.log", "w") as log:
         child = subprocess.Popen([sys.executable, "-c", CHILD, *argv], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                                 start_new_session=True)
         deadline = time.monotonic() + 600
         while not first_commit.exists() and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -127,7 +127,7 @@ def spec_file(tmp_path, plan, name, pool, resume=False):
 
 
 def start(spec_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     code = "import pickle, sys; from veclip.train.loop import train_worker; train_worker(pickle.load(open(sys.argv[1], 'rb')))"
     return subprocess.Popen([sys.executable, "-c", code, str(spec_path)], cwd=REPO, env=env,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

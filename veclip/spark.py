@@ -19,8 +19,6 @@ from veclip.config import Config
 
 log = logging.getLogger(__name__)
 
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def on_databricks() -> bool:
     return "DATABRICKS_RUNTIME_VERSION" in os.environ
@@ -34,12 +32,11 @@ def get_spark(cfg: Config) -> SparkSession:
         log.info("using the existing Spark session (%s)", spark.sparkContext.master)
         return spark
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    # Python workers run this interpreter (with the pinned stack), not whatever python3 is on PATH.
+    # Python workers run this interpreter (with the pinned stack and veclip installed), not whatever
+    # python3 is on PATH: they import veclip like any installed library.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     root = cfg.paths.root
     os.makedirs(root, exist_ok=True)
-    # Python workers must import veclip: hand them this checkout's path (a no-op when installed).
-    pythonpath = os.pathsep.join(p for p in (_PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")) if p)
     builder = (
         SparkSession.builder.master(cfg.spark.master)
         .appName(cfg.spark.app_name)
@@ -55,7 +52,6 @@ def get_spark(cfg: Config) -> SparkSession:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.executorEnv.PYTHONPATH", pythonpath)
         .config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
     )

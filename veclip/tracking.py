@@ -19,20 +19,32 @@ from veclip.report import StageReport
 
 log = logging.getLogger(__name__)
 
+# MLflow 3's UI opens an experiment on its GenAI overview (traces) unless the experiment's kind tag
+# says it holds model-training runs; with this tag it opens on the runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
 
 def configure(cfg: Config) -> str:
-    """Point MLflow at the configured backend and experiment; return the experiment id."""
+    """Point MLflow at the configured backend and experiment; return the experiment id.
+
+    The experiment carries `EXPERIMENT_KIND_TAG` = `EXPERIMENT_KIND`: set when it is created, and
+    added to an existing experiment that has no kind (a kind set by someone else is kept).
+    """
     mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
     mlflow.set_registry_uri(cfg.mlflow_registry_uri)
     exp = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+    kind = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
     if exp is not None:
         exp_id = exp.experiment_id
+        if EXPERIMENT_KIND_TAG not in exp.tags:
+            mlflow.MlflowClient().set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     elif cfg.mlflow_tracking_uri.startswith("sqlite:"):
         # Artifacts next to the database, not in ./mlruns of whatever directory the job ran from.
         artifacts = "file://" + os.path.join(cfg.paths.root, "mlartifacts")
-        exp_id = mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=artifacts)
+        exp_id = mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=artifacts, tags=kind)
     else:
-        exp_id = mlflow.create_experiment(cfg.mlflow.experiment)
+        exp_id = mlflow.create_experiment(cfg.mlflow.experiment, tags=kind)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 

@@ -1,8 +1,12 @@
 """Typed pipeline config: YAML profiles in conf/, validated, with `--set dotted.key=value` overrides.
 
     cfg = load_config("conf/local.yaml", ["paths.root=/tmp/x", "ingest.inputs=/data/*.tar"])
+    cfg = load_config(None, ["paths.root=/tmp/x"])             # the embedded local profile
+    cfg = load_config(None, ["paths.root=/tmp/x"], bare=True)  # the code's defaults, no profile
 
-Precedence: `--set` > file > defaults. An unknown or mistyped key is a `ConfigError` naming the key
+Precedence: `--set` > file > defaults. With no file the embedded local profile applies
+(`LOCAL_PROFILE`, shipped in the package as veclip/conf/local.yaml; the checkout's conf/local.yaml
+links to it). An unknown or mistyped key is a `ConfigError` naming the key
 and the file. Each stage receives only its own section (`cfg.ingest`, `cfg.caption`, ...). Derived
 values (table locations, MLflow URI) are computed from the config, never written back into it.
 """
@@ -25,7 +29,10 @@ from veclip.config.ingest import IngestConfig
 from veclip.config.rewrite import RewriteConfig
 from veclip.config.train import TrainConfig
 
-__all__ = ["Config", "ConfigError", "load_config", "flatten"]
+__all__ = ["Config", "ConfigError", "LOCAL_PROFILE", "load_config", "flatten"]
+
+# The embedded default profile: local Spark + Delta directories + SQLite MLflow under paths.root.
+LOCAL_PROFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "local.yaml")
 
 
 class ConfigError(ValueError):
@@ -90,8 +97,16 @@ def _describe(err: ValidationError, source: str) -> str:
     return "invalid config\n  " + "\n  ".join(lines)
 
 
-def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Config:
-    """Read a YAML profile (or defaults when `path` is None), apply `--set` overrides, validate."""
+def load_config(path: Optional[str] = None, overrides: Iterable[str] = (), *, bare: bool = False) -> Config:
+    """Read a YAML profile, apply `--set` overrides, validate.
+
+    `path` None reads the embedded local profile (`LOCAL_PROFILE`); with `bare=True` (and no path)
+    no file is read: the overrides apply to the code's defaults.
+    """
+    if bare and path is not None:
+        raise ValueError("load_config: bare=True reads no file; pass path=None")
+    if path is None and not bare:
+        path = LOCAL_PROFILE
     tree: dict = {}
     source = path or "<defaults>"
     if path is not None:

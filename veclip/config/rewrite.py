@@ -80,7 +80,8 @@ class RewriteConfig(Section):
                                      "captions table). Default: caption.captioner_id.")
     prompt_file: str = Field("conf/prompts/vecap_fusion_v1.yaml", description="Versioned fusion prompt "
                              "(instruction + few-shot examples), YAML. A relative path is looked up in the "
-                             "working directory, then in the project checkout; on a cluster use a Volume path.")
+                             "working directory, then in the project checkout, then in the installed package (it ships "
+                             "conf/prompts/); on a cluster use a Volume path.")
     max_new_tokens: int = Field(48, ge=4, le=1024, description="Generation budget per VeCap (LLM tokens). "
                                 "A VeCap must fit CLIP's 77-token context, so ~60 is plenty.")
     batch_size: int = Field(8, ge=1, description="Prompts per `generate` call (left-padded).")

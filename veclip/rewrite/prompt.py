@@ -28,6 +28,8 @@ from veclip.files import REPO_ROOT
 from veclip.ingest.text import clean_alt_text
 from veclip.text import cut_at_word
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 # Markers that open or close chat turns in common templates (ChatML, Llama 2/3, Gemma, Vicuna, Alpaca)
 # and the prompt's own delimiters. In a quoted AltText each is removed.
 CHAT_MARKERS = re.compile(
@@ -61,8 +63,11 @@ class PromptSpec:
 
 
 def resolve_prompt_file(path: str) -> str:
-    """The prompt file: `path` as given (absolute or from the working directory), else in the checkout."""
-    tried = [path] if os.path.isabs(path) else [os.path.abspath(path), str(REPO_ROOT / path)]
+    """The prompt file: `path` as given (absolute or from the working directory), else in the checkout,
+    else in the installed package, which ships conf/prompts/ as veclip/conf/prompts/ (so the default
+    `conf/prompts/vecap_fusion_v1.yaml` resolves outside a checkout too)."""
+    tried = [path] if os.path.isabs(path) else [os.path.abspath(path), str(REPO_ROOT / path),
+                                                 os.path.join(_PACKAGE, path)]
     for p in tried:
         if os.path.isfile(p):
             return p

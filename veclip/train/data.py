@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,7 +40,6 @@ POOLS = ("process", "dummy")
 # petastorm waits 20 s for a worker process to start; on a busy machine importing pyarrow and petastorm
 # in the new process alone takes longer, and the reader then fails at start.
 WORKER_START_TIMEOUT_S = 300
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class GoldDataError(RuntimeError):
@@ -135,16 +133,6 @@ def steps_per_epoch(shards: list[list[GoldFile]], batch_size: int) -> int:
     return min(sum(f.rows for f in s) for s in shards) // batch_size
 
 
-def ensure_importable() -> None:
-    """petastorm's worker processes (and torchrun's ranks) must import veclip: put this checkout on
-    their PYTHONPATH (a no-op when veclip is installed)."""
-    parts = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    if _PACKAGE_PARENT not in parts:
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [_PACKAGE_PARENT, *parts] if p)
-    if _PACKAGE_PARENT not in sys.path:
-        sys.path.insert(0, _PACKAGE_PARENT)
-
-
 def quiet_petastorm() -> None:
     """Silence petastorm's per-row-group pyarrow deprecation warnings; give its workers time to start."""
     import petastorm.workers_pool.process_pool as process_pool
@@ -206,7 +194,6 @@ class RankStream:
                              "(the thread pool was seen to lose whole epochs silently)")
         if not files:
             raise GoldDataError(f"train rank {rank}: no gold files to read")
-        ensure_importable()
         quiet_petastorm()
         self.settings, self.rank, self.next_epoch = settings, rank, start_epoch
         n = min(settings.workers, len(files))

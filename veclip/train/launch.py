@@ -18,7 +18,6 @@ import logging
 import os
 from typing import Optional
 
-from veclip.train.data import ensure_importable
 from veclip.train.loop import TrainSpec, train_worker
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,6 @@ log = logging.getLogger(__name__)
 
 def launch(spec: TrainSpec, mode: str, num_processes: int = 1, use_gpu: bool = False) -> dict:
     """Train and return rank 0's summary; raises when training failed or wrote no summary."""
-    ensure_importable()  # torchrun's ranks and petastorm's workers import veclip
     if os.path.exists(spec.summary_path):
         os.remove(spec.summary_path)
     if mode == "single":
