@@ -24,7 +24,8 @@ epochs it ran, with the vecap table's fallback_used).
 Resumable: each pipeline writes <out>/rate-R/pipeline.json and each arm <out>/arms/<arm>.json when
 done; a rerun skips what is finished. Written at the end (and after every arm): results.csv (one row
 per arm), summary.csv and summary.md (mean ± std over seeds, the training texts' sources, a paragraph
-generated from the numbers, the paper's small-scale rows) and results.png (with the mix sweep). MLflow is off (the JSON files are the record). `--publish` then writes summary.md into
+generated from the numbers, the paper's small-scale rows) and results.png (with the mix sweep).
+MLflow is off (the JSON files are the record). `--publish` then writes summary.md into
 the README's "Does it work?" block and results.png to docs/, so the README's figures are this run's.
 A rerun into the same --out with other n/steps/batch/lr/model/eval_n is refused (its arms would mix).
 """
@@ -303,7 +304,8 @@ def probe_zeroshot(checkpoint: str, sets: dict, batch_size: int = 64) -> dict:
         labels = data.labels[ok]
         keep = np.isin(labels, probed)
         index = {c: j for j, c in enumerate(probed)}
-        ranks = class_ranks(images[torch.as_tensor(keep)], classes, torch.as_tensor([index[int(y)] for y in labels[keep]]))
+        truth = torch.as_tensor([index[int(y)] for y in labels[keep]])
+        ranks = class_ranks(images[torch.as_tensor(keep)], classes, truth)
         out[f"probe/{data.name}/top1"] = recall_at_k(ranks, (1,))[1]
         out[f"probe/{data.name}/chance"] = 100.0 / len(probed)
     return out
@@ -380,7 +382,15 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     if extra:
         out = out.join(g[extra].mean())
     out["seeds"] = n
-    return out.reset_index()
+    order = {VECAP: 0, CAPTION: 1}   # the mixes first, then caption only
+    return out.reset_index().sort_values(["rate", "text", "p_vecap"], key=lambda c: c.map(order) if c.name == "text"
+                                         else c, ignore_index=True)
+
+
+def span(values: pd.Series) -> str:
+    """"30%" or "29-35%" for the min and max of percentages."""
+    lo, hi = f"{values.min():.0f}", f"{values.max():.0f}"
+    return f"{lo}%" if lo == hi else f"{lo}-{hi}%"
 
 
 def arm_label(text: str, p: float) -> str:
@@ -523,8 +533,8 @@ def findings(summary: pd.DataFrame, plan: Plan, probes: Optional[dict] = None) -
                    ", ".join(f"{p:g}" for p in sweep.p_vecap) + "): " + "; ".join(parts) + ".")
     vecap_rows = summary[(summary.text == VECAP) & (summary.p_vecap == 1.0)]
     if "texts_fusion" in summary and len(vecap_rows):
-        out.append(f"VeCap only trains on {vecap_rows.texts_fusion.min():.0f}-{vecap_rows.texts_fusion.max():.0f}% "
-                   f"LLM fusions and {vecap_rows.texts_fallback.min():.0f}-{vecap_rows.texts_fallback.max():.0f}% "
+        out.append(f"VeCap only trains on {span(vecap_rows.texts_fusion)} LLM fusions and "
+                   f"{span(vecap_rows.texts_fallback)} "
                    "fallbacks (`caption, AltText`; the rest are AltTexts of rows without a VeCap), so its "
                    "difference from caption only is the fusion's and the fallback's appended AltText together.")
     if probes:
@@ -695,8 +705,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     fields = dict(QUICK) if a.quick else {}
-    given = {"rates": a.rates, "p_vecap": a.p, "sweep_rate": a.sweep_rate, "sweep": a.sweep, "seeds": a.seeds, "n": a.n, "steps": a.steps,
-             "batch_size": a.batch_size, "eval_n": a.eval_n, "captioner_dir": a.captioner}
+    given = {"rates": a.rates, "p_vecap": a.p, "sweep_rate": a.sweep_rate, "sweep": a.sweep, "seeds": a.seeds,
+             "n": a.n, "steps": a.steps, "batch_size": a.batch_size, "eval_n": a.eval_n, "captioner_dir": a.captioner}
     fields.update({k: v for k, v in given.items() if v is not None})
     run(Plan(out=os.path.abspath(a.out), **fields), publish_to=a.publish)
     return 0
