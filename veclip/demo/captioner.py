@@ -68,6 +68,7 @@ MAX_POSITIONS = 512   # RoPE: free; vLLM refuses a max_model_len above it (the c
 HEAD_DIM = 64         # vLLM 0.32 CPU attention: head sizes 32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512 only
 # LLaVA-1.5's conversation format, BOS written by the template: "<s>USER: <image>\n{prompt} ASSISTANT:".
 CHAT_TEMPLATE = "<s>" + LLAVA_CHAT_TEMPLATE
+PROMPT_WORDS = f"USER: ASSISTANT: {PAPER_PROMPT}"   # the chat prompt's words, in the tokenizer beside the captions'
 # transformers 5 key prefixes -> the hub (and vLLM) LLaVA layout; the first match wins
 LAYOUT = (("model.vision_tower.", "vision_tower.vision_model."), ("vision_tower.", "vision_tower.vision_model."),
           ("model.multi_modal_projector.", "multi_modal_projector."),
@@ -177,8 +178,7 @@ def build_tokenizer(captions: list[str]):
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
-    prompt_words = f"USER: ASSISTANT: {PAPER_PROMPT}"
-    tok.train_from_iterator(sorted(set(captions)) + [prompt_words], trainers.WordLevelTrainer(special_tokens=SPECIALS))
+    tok.train_from_iterator(sorted(set(captions)) + [PROMPT_WORDS], trainers.WordLevelTrainer(special_tokens=SPECIALS))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                    pad_token="<pad>", extra_special_tokens={"image_token": IMAGE_TOKEN},
                                    padding_side="left", model_max_length=MAX_POSITIONS)

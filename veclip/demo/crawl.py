@@ -33,6 +33,7 @@ import os
 import re
 import tarfile
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Optional, Sequence
 
 import numpy as np
@@ -150,6 +151,59 @@ def relevant_alt(class_name: str, rng: np.random.Generator) -> str:
     """An AltText that names the object, usually by a synonym, brand or product name."""
     names = NAMES.get(class_name.lower(), [class_name])
     return str(rng.choice(RELEVANT_TEMPLATES)).format(name=rng.choice(names), shop=rng.choice(SHOPS), sku=_sku(rng))
+
+
+# -- the knowledge probe ------------------------------------------------------------------------------
+def words(text: str) -> set[str]:
+    """The lower-case letter/digit runs of `text`; a plural ("boots") counts as its singular ("boot") too."""
+    out = set()
+    for w in re.findall(r"[a-z0-9]+", text.lower()):
+        out.add(w)
+        if len(w) > 3 and w.endswith("s"):
+            out.add(w[:-1])
+        if len(w) > 4 and w.endswith("es"):
+            out.add(w[:-2])
+    return out
+
+
+@lru_cache(maxsize=1)
+def captioner_words() -> frozenset[str]:
+    """Every word the demo captioner can say, as `words` reads it: its tokenizer holds describe()'s
+    words for the demo classes and the chat prompt's (veclip.demo.captioner.build_tokenizer)."""
+    from veclip.demo import captioner, describe, sources
+
+    classes = [c for d in sources.DATASETS for c in sources.class_names(d)]
+    return frozenset(words(" ".join(sorted(describe.vocabulary(classes))) + " " + captioner.PROMPT_WORDS))
+
+
+def held_out(name: str, said: frozenset[str], class_words: frozenset[str]) -> bool:
+    """True when `name` shares no word with `said` and no word of it holds a class word ("handbag" holds
+    "bag": CLIP's sub-word tokenizer would see the class in it)."""
+    mine = words(name)
+    return not mine & said and not any(c in w for w in mine for c in class_words)
+
+
+@lru_cache(maxsize=1)
+def probe_names() -> dict[str, tuple[str, ...]]:
+    """The knowledge probe (lower-case class name -> names): the names of NAMES that are `held_out` of
+    what the demo captioner can say ("Nike runners", "Maine Coon"; not "running shoes", "tabby cat" nor
+    "handbag"); a class may have none ("ankle boot"). By construction only the crawl's relevant AltTexts
+    hold them: a CLIP model can match them to images only if AltText words reached its training texts.
+    The crawl itself is unchanged by the probe (it picks from NAMES as before)."""
+    from veclip.demo import sources
+
+    said = captioner_words()
+    class_words = frozenset(w for d in sources.DATASETS for c in sources.class_names(d) for w in words(c)
+                            if len(w) >= 3)
+    return {c: tuple(n for n in names if held_out(n, said, class_words)) for c, names in NAMES.items()}
+
+
+def probe_mentions(text: Optional[str], class_name: str) -> list[str]:
+    """The probe names of `class_name` that `text` holds (case-insensitive, whole words)."""
+    from veclip.demo.captioner import mentions
+
+    low = (text or "").lower()
+    return [n for n in probe_names().get(class_name.lower(), ()) if mentions(low, n.lower())]
 
 
 # -- images -------------------------------------------------------------------------------------------

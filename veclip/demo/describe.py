@@ -182,6 +182,14 @@ def describe(class_name: str, attrs: dict) -> str:
     return phrase
 
 
+def vocabulary(class_names) -> frozenset[str]:
+    """Every whitespace-separated word describe() can write for these class names (lower-case): the
+    demo captioner learns to say exactly these (veclip.demo.crawl keeps its probe names out of them)."""
+    fixed = ("a", "an", "small", "filling", "the", "frame", "on", "background", "photo", "of", "dark", "bright")
+    colours = " ".join(PALETTE + GREY_TONES + ("grey", "black", "white")).split()
+    return frozenset(w for text in (*fixed, *colours, *(c.lower() for c in class_names)) for w in text.split())
+
+
 def describe_batch(class_names: list[str], images: np.ndarray) -> list[str]:
     """Ground-truth captions for a batch: describe(class_names[i], attributes(images[i]))."""
     return [describe(c, a) for c, a in zip(class_names, attributes_batch(images))]
