@@ -2,9 +2,11 @@
 
     spark-submit jobs/rewrite.py --config conf/local.yaml                  # the whole chain
     spark-submit jobs/rewrite.py --config conf/local.yaml --stages rewrite,gold
+    report = run_pipeline(cfg, spark, stages=["rewrite", "gold"], retry_errors=True)   # from Python
 
-Each stage declares the tables it reads and writes; before Spark runs anything the plan is checked:
-every table a selected stage reads must exist already or be written by an earlier selected stage.
+Each stage declares the tables it reads and writes (`veclip.stages`); before Spark runs anything the
+plan is checked: every table a selected stage reads must exist already or be written by an earlier
+selected stage.
 Every stage skips finished work (keys already in its output table), so a rerun after a crash or a
 kill completes only what is missing. Each stage holds the root's lock (`veclip.locking`) while it runs,
 so two jobs on one root take turns stage by stage. The pipeline's MLflow run holds each stage's counts and
