@@ -65,7 +65,7 @@ def task_options(cfg: Config) -> TaskOptions:
 
 
 def retry_requested(cfg: Config, retry_quarantined: bool = False) -> bool:
-    """`retry_quarantined` (`--retry-quarantined` on the command line), or `ingest.retry_quarantined` in the config."""
+    """`retry_quarantined` (the flag `--retry-quarantined`), or `ingest.retry_quarantined` in the config."""
     return retry_quarantined or cfg.ingest.retry_quarantined
 
 
