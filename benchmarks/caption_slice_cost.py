@@ -102,11 +102,10 @@ def main(argv=None) -> None:
 
     spark = get_spark(cfg_for(os.path.join(work, "warmup")))
     spark.sparkContext.setLogLevel("ERROR")
-    args = argparse.Namespace(retry_errors=False)
     warm = cfg_for(os.path.join(work, "warmup"))
     # One batch per task slot: every Python worker loads the model once, as on a long job.
     write_bronze(spark, warm, images, a.batch_size * spark.sparkContext.defaultParallelism)
-    run_caption(warm, spark, args)
+    run_caption(warm, spark)
 
     print(f"CC12M photos repeated, tiny LLaVA ({a.max_new_tokens} new tokens, batch {a.batch_size}), "
           f"commit_every {a.commit_every}, Spark {a.master}, {os.cpu_count()} CPUs, "
@@ -118,7 +117,7 @@ def main(argv=None) -> None:
         cfg = cfg_for(os.path.join(work, f"rows-{n}"))
         write_bronze(spark, cfg, images, n)
         with SliceTimer() as timer:
-            report = run_caption(cfg, spark, args)
+            report = run_caption(cfg, spark)
         assert report.broken() == [] and report.counts["to_caption"] == n, report.format()
         per_row = report.seconds / n
         first = first or per_row

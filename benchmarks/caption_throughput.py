@@ -89,7 +89,7 @@ def spark_map(spark, df, loader, batch_size: int) -> float:
 def spark_stage(spark, cfg_for, n: int) -> float:
     from veclip.caption.stage import run_caption
 
-    report = run_caption(cfg_for(f"caption.commit_every={n}"), spark, argparse.Namespace(retry_errors=False))
+    report = run_caption(cfg_for(f"caption.commit_every={n}"), spark, retry_errors=False)
     assert report.counts["captioned"] == n, report.format()
     return n / report.seconds
 

@@ -68,7 +68,7 @@ def spark_map(spark, pairs_df, loader, batch_size: int) -> float:
 def spark_stage(spark, cfg, n: int):
     from veclip.rewrite.stage import run_rewrite
 
-    report = run_rewrite(cfg, spark, argparse.Namespace(retry_errors=False))
+    report = run_rewrite(cfg, spark, retry_errors=False)
     done = report.counts["rewritten"] + report.counts["fallback"]
     assert done == n and not report.broken(), report.format()
     return n / report.seconds, report

@@ -7,25 +7,12 @@ Resumable: kill it and run it again, only the missing captions are produced. A s
 (--set caption.model=OTHER) captions the same rows alongside the first. Prints the accounting:
 canonical = already_done + to_caption, to_caption = captioned + failed. Offline, a tiny random-weight
 LLaVA (meaningless captions) is built with `python -m veclip.caption.tiny llava PATH`.
+The same job: `veclip caption ...` or `python -m veclip caption ...` (veclip.cli), with the same flags.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from veclip.cli import run_job  # noqa: E402
-
-
-def add_args(parser):
-    parser.add_argument("--retry-errors", action="store_true",
-                        help="also recaption rows whose earlier caption failed (their error row is overwritten)")
-
-
-def run_caption(cfg, spark, args):
-    from veclip.caption.stage import run_caption as run
-    return run(cfg, spark, args)
-
+from veclip.cli import main
 
 if __name__ == "__main__":
-    sys.exit(run_job("caption", run_caption, __doc__, add_args))
+    sys.exit(main(["caption", *sys.argv[1:]]))

@@ -6,15 +6,12 @@
 Only bronze rows not yet in silver are processed, against each other and against silver; a rerun
 changes nothing. Prints the accounting (bronze = canonical + duplicates + unreadable, duplicates by
 rule); exit code 1 when it does not add up.
+The same job: `veclip dedupe ...` or `python -m veclip dedupe ...` (veclip.cli), with the same flags.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from veclip.cli import run_job  # noqa: E402
-from veclip.dedupe import run_dedupe  # noqa: E402
+from veclip.cli import main
 
 if __name__ == "__main__":
-    sys.exit(run_job("dedupe", run_dedupe, __doc__))
+    sys.exit(main(["dedupe", *sys.argv[1:]]))

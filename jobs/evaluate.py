@@ -9,26 +9,12 @@ checkpoint or its folder, an open_clip or Hugging Face CLIPModel folder, or an o
 with --set eval.weights=FILE. Prints the tables, writes a JSON (eval.output), logs the metrics to
 this job's MLflow run and, for a registered version, sets them as tags on that version. --promote
 moves the alias `champion` to the version when eval.promote_metric beats the champion's value.
+The same job: `veclip evaluate ...` or `python -m veclip evaluate ...` (veclip.cli), with the same flags.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from veclip.cli import run_job  # noqa: E402
-
-
-def add_args(parser):
-    parser.add_argument("--promote", action="store_true",
-                        help="move the alias `champion` to this version if eval.promote_metric beats it")
-
-
-def stage(cfg, spark, args):
-    from veclip.evaluate.stage import run_evaluate
-
-    return run_evaluate(cfg, spark, args)
-
+from veclip.cli import main
 
 if __name__ == "__main__":
-    sys.exit(run_job("evaluate", stage, __doc__, add_args))
+    sys.exit(main(["evaluate", *sys.argv[1:]]))

@@ -7,28 +7,12 @@
 Inputs: img2dataset webdataset shards (.tar) or parquet, URL tables (parquet/CSV/JSONL, images are
 downloaded) and VeCap JSON ({url: caption}). Re-running adds nothing; new files ingest only
 themselves. Prints the accounting: read = bronze + quarantine + already_present + duplicate_in_input.
+The same job: `veclip ingest ...` or `python -m veclip ingest ...` (veclip.cli), with the same flags.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from veclip.cli import run_job  # noqa: E402
-
-
-def add_args(parser):
-    parser.add_argument("--input", action="append", default=[], metavar="PATH",
-                        help="an input file, glob or folder, added to ingest.inputs (repeatable)")
-    parser.add_argument("--retry-quarantined", action="store_true",
-                        help="try again the samples quarantined for a transient reason (timeout, DNS, 5xx/429, "
-                             "truncated, damaged file); same as --set ingest.retry_quarantined=true")
-
-
-def run_ingest(cfg, spark, args):
-    from veclip.ingest.stage import run_ingest as run
-    return run(cfg, spark, args)
-
+from veclip.cli import main
 
 if __name__ == "__main__":
-    sys.exit(run_job("ingest", run_ingest, __doc__, add_args))
+    sys.exit(main(["ingest", *sys.argv[1:]]))

@@ -6,25 +6,12 @@
 
 Prints each stage's accounting, logs one MLflow run (counts, timings, table versions, model ids,
 prompt file, HTML gallery of samples) and exits non-zero if any accounting does not add up.
+The same job: `veclip rewrite ...` or `python -m veclip rewrite ...` (veclip.cli), with the same flags.
 """
 
-import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from veclip.cli import run_job  # noqa: E402
-from veclip.pipeline import STAGE_NAMES, run_pipeline  # noqa: E402
-
-
-def add_args(p):
-    p.add_argument("--stages", type=lambda s: [x.strip() for x in s.split(",") if x.strip()], default=None,
-                   help=f"comma-separated subset of {','.join(STAGE_NAMES)} (default: all, in order)")
-    p.add_argument("--retry-errors", action="store_true",
-                   help="caption and rewrite again the rows that failed before")
-    p.add_argument("--retry-quarantined", action="store_true",
-                   help="ingest again the samples quarantined for a transient reason (timeout, 5xx, cut shard)")
-
+from veclip.cli import main
 
 if __name__ == "__main__":
-    sys.exit(run_job("rewrite", run_pipeline, __doc__, add_args, lock=False))  # locked stage by stage
+    sys.exit(main(["rewrite", *sys.argv[1:]]))

@@ -7,22 +7,12 @@
 Reads a pinned version of `gold` (train.gold_version, latest when null) with petastorm straight from its
 Parquet files; checkpoints to <paths.checkpoints_dir>/<run name>; logs params, the dataset version,
 per-step metrics and a loss curve to MLflow; registers train.registered_model with alias `candidate`.
+The same job: `veclip train ...` or `python -m veclip train ...` (veclip.cli), with the same flags.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from veclip.cli import run_job  # noqa: E402
-from veclip.train.stage import run_train  # noqa: E402
-
-
-def add_args(p):
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run named by train.run_name (default: the latest run) from its "
-                        "latest checkpoint, on the same gold version and with the same data order")
-
+from veclip.cli import main
 
 if __name__ == "__main__":
-    sys.exit(run_job("train", run_train, __doc__, add_args))
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -68,8 +68,8 @@ def main(argv=None) -> int:
     from veclip.spark import get_spark
     from veclip.tables import Tables
 
-    cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "local.yaml"),
-                      overrides)
+    profile = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf", "local.yaml")
+    cfg = load_config(profile, overrides)
     spark = get_spark(cfg)   # run_job below reuses this active session
     barrier(a.root, a.name, peers)
     if a.via == "tables":
@@ -79,18 +79,29 @@ def main(argv=None) -> int:
         return 0
 
     from veclip.cli import run_job
+    from veclip.stages import DATA, Stage
+
+    JOB.update(first=first, last=last, name=a.name, hold_s=a.hold_s, out=out)
+    # This script's `stage` below, as a registry entry: `__main__` is this running script.
+    job = Stage("concurrent", "__main__:stage", "two jobs, one quarantine table", DATA, writes=("quarantine",))
+    return run_job("concurrent", job, profile, overrides)
+
+
+JOB: dict = {}   # what `stage` writes, set by main()
+
+
+def stage(cfg, spark):
+    """The job's stage: MERGE this job's quarantine rows, as a stage would, and report them."""
     from veclip.report import StageReport
+    from veclip.tables import Tables
 
-    def stage(cfg, spark, args) -> StageReport:
-        result = write(Tables(cfg, spark), rows(spark, first, last, a.name), a.name, a.hold_s)
-        json.dump(result, open(out, "w"))
-        report = StageReport("concurrent")
-        report.count("planned", last - first)
-        report.count("inserted", result["inserted"])
-        return report
-
-    return run_job("concurrent", stage, argv=["--config", os.path.join(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), "conf", "local.yaml")] + [x for o in overrides for x in ("--set", o)])
+    first, last, name = JOB["first"], JOB["last"], JOB["name"]
+    result = write(Tables(cfg, spark), rows(spark, first, last, name), name, JOB["hold_s"])
+    json.dump(result, open(JOB["out"], "w"))
+    report = StageReport("concurrent")
+    report.count("planned", last - first)
+    report.count("inserted", result["inserted"])
+    return report
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ raises); then --retry-errors with the real loader. Slicing and kill/resume: test
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import os
@@ -77,10 +76,6 @@ class FaultyLoader:
         return faulty
 
 
-def args(retry: bool = False):
-    return argparse.Namespace(retry_errors=retry)
-
-
 @pytest.fixture(scope="module")
 def runs(spark, cc12m_shard, tmp_path_factory):
     from veclip.config import load_config
@@ -99,16 +94,16 @@ def runs(spark, cc12m_shard, tmp_path_factory):
     tables = Tables(c_llava, spark)
     keys = write_bronze(spark, tables, cc12m_shard)
     out = {"keys": keys, "tables": tables, "llava": llava}
-    out["first"] = run_caption(c_llava, spark, args())
+    out["first"] = run_caption(c_llava, spark)
     out["llava_rows"] = tables.read("captions").where("captioner = 'tiny-llava'").toPandas()
     c_ved = cfg(f"caption.model={ved}")
     poison = keys[sorted(keys)[3]]
     out["poison"] = poison
-    out["faulty"] = run_caption(c_ved, spark, args(), loader=FaultyLoader(caption_loader(c_ved.caption)[0], poison))
+    out["faulty"] = run_caption(c_ved, spark, loader=FaultyLoader(caption_loader(c_ved.caption)[0], poison))
     out["faulty_rows"] = tables.read("captions").where("captioner = 'tiny-ved'").toPandas()
     # The two corrupt images fail again: 2 of the 3 retried rows, above the default failure-rate
     # ceiling (test_failure_storm.py covers the ceiling); here the retry itself is under test.
-    out["retry"] = run_caption(cfg(f"caption.model={ved}", "caption.max_failure_rate=1"), spark, args(retry=True))
+    out["retry"] = run_caption(cfg(f"caption.model={ved}", "caption.max_failure_rate=1"), spark, retry_errors=True)
     out["all"] = tables.read("captions").toPandas()
     out["schema"] = tables.read("captions").schema
     return out

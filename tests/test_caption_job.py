@@ -6,7 +6,6 @@ would add a JVM start and two torch imports, a minute or more on a small machine
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -69,7 +68,7 @@ def test_killed_job_resumes_with_exactly_one_caption_per_row(spark, make_cfg, cc
     assert 0 < len(partial) < len(keys), "the kill should leave some, not all, captions"
 
     cfg = load_config(str(REPO / "conf" / "local.yaml"), overrides(root, model))
-    report = run_caption(cfg, spark, argparse.Namespace(retry_errors=False))
+    report = run_caption(cfg, spark, retry_errors=False)
     assert report.broken() == []
     assert (report.counts["already_done"], report.counts["to_caption"]) == (len(partial), len(keys) - len(partial))
     rows = tables.read("captions").toPandas()

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import mlflow
 import mlflow.pyfunc
@@ -81,7 +80,7 @@ def two_runs(root):
         cfg = load_config(str(REPO / "conf" / "local.yaml"),
                           overrides(root, f"models:/{NAME}@candidate", 20) + [f"eval.output={root}/run{i}.json"])
         with tracking.job_run(cfg, "evaluate") as run:
-            report = run_evaluate(cfg, None, SimpleNamespace(promote=True))
+            report = run_evaluate(cfg, None, promote=True)
         docs.append((json.loads((root / f"run{i}.json").read_text()), report, run.info.run_id))
     return docs
 
@@ -166,7 +165,7 @@ def test_job_evaluates_a_new_candidate_and_promotes_only_if_better(two_runs, roo
 def test_promote_refuses_what_it_cannot_compare(root, make_cfg):
     cfg = make_cfg(*overrides(root, str(root / "clip"), 10))
     with pytest.raises(ValueError, match="needs a registered model"):
-        run_evaluate(cfg, None, SimpleNamespace(promote=True))
+        run_evaluate(cfg, None, promote=True)
     cfg = make_cfg(*overrides(root, f"models:/{NAME}@candidate", 10), "eval.promote_metric=coco/r1")
     with pytest.raises(ValueError, match="choose one of: coco-mini/i2t_r1"):
-        run_evaluate(cfg, None, SimpleNamespace(promote=True))
+        run_evaluate(cfg, None, promote=True)

@@ -6,7 +6,6 @@ are nothing but a URL), not from mocks."""
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 
 import pytest
@@ -25,10 +24,6 @@ from veclip.rewrite.stage import run_rewrite
 from veclip.tables import Tables
 
 SOURCE = "storm.tar"
-
-
-def args(retry: bool = False):
-    return argparse.Namespace(retry_errors=retry)
 
 
 def test_the_ceiling_is_a_share_of_this_runs_rows():
@@ -60,7 +55,7 @@ def test_caption_storm_stops_the_stage_and_the_rows_are_retried_when_the_cause_i
 
     with pytest.raises(FailureRateExceeded, match=r"caption: 4 of the 4 rows of this run failed \(100%\), "
                                                   r"more than caption.max_failure_rate=0.5; errors: UndecodableImage x4"):
-        run_caption(cfg, spark, args())
+        run_caption(cfg, spark)
     caps = tables.read("captions").toPandas()
     assert sorted(caps["key"]) == keys and caps["error"].notna().all()  # committed before the stop
 
@@ -69,7 +64,7 @@ def test_caption_storm_stops_the_stage_and_the_rows_are_retried_when_the_cause_i
     fixed = [bronze_row(data, r["alt_text"], SOURCE, r["source_key"], size=(640, 480))
              for r, data in zip(rows, real + [huge_png(tmp_path / "huge.png"), gradient16()])]
     tables.merge("bronze", bronze_frame(spark, fixed), ["key"], update=["image", "image_sha256"])
-    report = run_caption(cfg, spark, args(retry=True))
+    report = run_caption(cfg, spark, retry_errors=True)
     assert report.broken() == []
     assert (report.counts["to_caption"], report.counts["captioned"], report.counts["failed"]) == (4, 4, 0)
     caps = tables.read("captions").toPandas()
@@ -94,7 +89,7 @@ def test_rewrite_storm_stops_the_stage_and_the_rows_are_retried_when_the_cause_i
     tables.merge("captions", captions([f"https://cdn.example.com/img/{i}.jpg" for i in range(3)]), ["key", "captioner"])
     with pytest.raises(FailureRateExceeded, match=r"rewrite: 3 of the 3 rows of this run failed \(100%\), "
                                                   r"more than rewrite.max_failure_rate=0.5; errors: ValueError x3"):
-        run_rewrite(cfg, spark, args())
+        run_rewrite(cfg, spark)
     vecap = tables.read("vecap").toPandas()
     assert len(vecap) == 3 and vecap["error"].str.contains("no caption text").all()
 
@@ -102,7 +97,7 @@ def test_rewrite_storm_stops_the_stage_and_the_rows_are_retried_when_the_cause_i
             "a colorful cathedral with onion domes and people walking on a square",
             "cameras, lenses and a backpack laid out on a wooden floor"]
     tables.merge("captions", captions(good), ["key", "captioner"], update=["caption"])
-    report = run_rewrite(cfg, spark, args(retry=True))
+    report = run_rewrite(cfg, spark, retry_errors=True)
     assert report.broken() == [] and report.counts["to_rewrite"] == 3 and report.counts["failed"] == 0
     vecap = tables.read("vecap").where(F.col("error").isNull()).toPandas()
     assert sorted(vecap["key"]) == sorted(r["key"] for r in rows) and vecap["vecap"].str.len().gt(0).all()

@@ -9,7 +9,6 @@ bronze and quarantine, and the accounting adds up.
 
 import json
 import os
-from types import SimpleNamespace
 
 import pytest
 
@@ -60,7 +59,7 @@ def runs(spark, cc12m_shard, tmp_path_factory):
         os.replace(tmp / "full.tar", crawl / "s.tar")                    # the rest of the shard arrived
         retry_cfg = load_config(str(REPO / "conf" / "local.yaml"), base + ["ingest.retry_quarantined=true"])
         snap("second", run_ingest(retry_cfg, spark))
-        snap("third", run_ingest(cfg, spark, SimpleNamespace(input=[], retry_quarantined=True)))
+        snap("third", run_ingest(cfg, spark, inputs=(), retry_quarantined=True))
         out.update(photos=photos, srv_url=srv.url, crawl=crawl)
     return out
 
@@ -117,11 +116,6 @@ def test_retry_flag_recovers_the_flaky_url(runs):
 
 
 def test_retry_flag_is_on_the_ingest_job():
-    import importlib.util
-
     from veclip.cli import build_parser
-    spec = importlib.util.spec_from_file_location("ingest_job", REPO / "jobs" / "ingest.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
-    assert build_parser("ingest", job.add_args).parse_args(["--retry-quarantined"]).retry_quarantined is True
-    assert build_parser("ingest", job.add_args).parse_args([]).retry_quarantined is False
+    assert build_parser().parse_args(["ingest", "--retry-quarantined"]).retry_quarantined is True
+    assert build_parser().parse_args(["ingest"]).retry_quarantined is False

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import math
 from dataclasses import dataclass
@@ -149,12 +148,12 @@ def test_caption_killed_mid_run_resumes_with_exactly_one_caption_per_key(spark, 
     assert min(slices.values()) < slices[stop_at], "the fixture's keys must span more than one slice"
 
     with pytest.raises(Exception, match="killed mid-slice"):
-        run_caption(cfg, spark, argparse.Namespace(retry_errors=False),
+        run_caption(cfg, spark, retry_errors=False,
                     loader=InterruptedLoader(caption_loader(cfg.caption)[0], stop_at))
     partial = tables.read("captions").toPandas()
     assert set(partial["key"]) == {k for k, s in slices.items() if s < slices[stop_at]}  # the slices before it
 
-    report = run_caption(cfg, spark, argparse.Namespace(retry_errors=False))
+    report = run_caption(cfg, spark, retry_errors=False)
     assert report.broken() == []
     assert (report.counts["already_done"], report.counts["to_caption"]) == (len(partial), 7 - len(partial))
     assert (report.counts["captioned"], report.counts["failed"], report.counts["caption_rows"]) == \

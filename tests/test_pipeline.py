@@ -8,22 +8,22 @@ import deltalake
 import pytest
 from PIL import Image
 
-from veclip import gallery, pipeline, schemas
+from veclip import gallery, schemas, stages
 from veclip.gold import bound_jpeg, run_gold
 
 
 def test_select_keeps_pipeline_order_and_names_unknown_stages():
-    assert [s.name for s in pipeline.select(["gold", "ingest"])] == ["ingest", "gold"]
+    assert [s.name for s in stages.select(["gold", "ingest"])] == ["ingest", "gold"]
     with pytest.raises(ValueError, match="unknown stage.*'captoin'.*ingest, dedupe"):
-        pipeline.select(["captoin"])
+        stages.select(["captoin"])
 
 
 def test_plan_check_refuses_a_stage_whose_input_nothing_provides():
-    stages = pipeline.select(["caption", "rewrite"])
+    plan = stages.select(["caption", "rewrite"])
     with pytest.raises(ValueError, match="stage 'caption' reads 'bronze'"):
-        pipeline.check_plan(stages, available=lambda t: False)
-    pipeline.check_plan(stages, available=lambda t: t == "bronze")  # captions come from the caption stage
-    pipeline.check_plan(pipeline.select(None), available=lambda t: t == "crawl")
+        stages.check_plan(plan, available=lambda t: False)
+    stages.check_plan(plan, available=lambda t: t == "bronze")  # captions come from the caption stage
+    stages.check_plan(stages.select(None), available=lambda t: t == "crawl")
 
 
 def test_bound_jpeg_shrinks_shorter_side_and_flattens_alpha():

@@ -5,7 +5,6 @@ Bronze rows are real CC12M samples (real AltTexts, `<PERSON>` placeholder includ
 were written for those images by hand and stored as the captions stage would store them.
 """
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -62,9 +61,9 @@ def world(spark, tmp_path_factory, cc12m_shard):
                          "rewrite.commit_every=2", "rewrite.max_new_tokens=24", "spark.shuffle_partitions=2")
     tables = Tables(cfg, spark)
     keys = write_inputs(spark, tables, cc12m_shard, range(6), errored={4}, other_captioner={5})
-    first = run_rewrite(cfg, spark, argparse.Namespace(retry_errors=False))
+    first = run_rewrite(cfg, spark, retry_errors=False)
     version = tables.version("vecap")
-    second = run_rewrite(cfg, spark, argparse.Namespace(retry_errors=False))
+    second = run_rewrite(cfg, spark, retry_errors=False)
     print(first.format(), second.format(), sep="\n")
     return cfg, tables, keys, first, second, version
 
@@ -116,9 +115,8 @@ def test_a_rerun_does_nothing_and_writes_no_commit(world):
 
 CHILD = """
 import sys
-from veclip.cli import run_job
-from veclip.rewrite.stage import run_rewrite
-sys.exit(run_job("rewrite", run_rewrite, "rewrite", argv=sys.argv[1:]))
+from veclip.cli import main
+sys.exit(main(["rewrite", "--stages", "rewrite", *sys.argv[1:]]))
 """
 
 
@@ -147,7 +145,7 @@ def test_a_killed_run_resumes_with_exactly_one_vecap_per_key(spark, tmp_path, cc
     # The rerun may slice differently (one slice here): what matters is the keys, not the slicing.
     rerun_cfg = smollm2_config(root, f"caption.captioner_id={CAPTIONER}", "rewrite.commit_every=10",
                                "rewrite.max_new_tokens=24")
-    report = run_rewrite(rerun_cfg, spark, argparse.Namespace(retry_errors=False))
+    report = run_rewrite(rerun_cfg, spark, retry_errors=False)
     assert report.counts["already_done"] == committed and report.counts["to_rewrite"] == 4 - committed
     assert report.broken() == []
     df = tables.read("vecap").toPandas()

@@ -1,6 +1,6 @@
 """Gold: the training table — canonical samples with their AltText, caption and VeCap.
 
-    report = run_gold(cfg, spark, args)     # or: spark-submit jobs/rewrite.py --stages gold
+    report = run_gold(cfg, spark)     # or: spark-submit jobs/rewrite.py --stages gold
 
 Reads canonical rows (bronze + silver), the configured captioner's captions and the configured
 rewriter's VeCaps (error-free rows only), re-encodes each image once as a JPEG whose shorter side is
@@ -87,7 +87,7 @@ def _joined(cfg: Config, tables: Tables) -> DataFrame:
     return df
 
 
-def run_gold(cfg: Config, spark: SparkSession, args=None) -> StageReport:
+def run_gold(cfg: Config, spark: SparkSession) -> StageReport:
     tables = Tables(cfg, spark)
     report = StageReport("gold")
     versions = input_versions(tables)

@@ -1,7 +1,7 @@
 """Two jobs on one root: a per-root lock held for each stage, and Delta conflict retries where no lock can be.
 
     with root_lock(cfg, "ingest"):                 # waits while another job runs a stage on this root
-        report = run_ingest(cfg, spark, args)
+        report = run_ingest(cfg, spark)
     retry_conflicts(lambda: write(), "merge into quarantine")   # Delta's optimistic concurrency, retried
 
 **Lock.** Locally every stage holds an exclusive `fcntl.flock` on `<paths.root>/_veclip.lock` for its

@@ -12,7 +12,6 @@ Locally, tests/test_notebooks.py runs every notebook top to bottom with a small 
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Any
 
@@ -20,7 +19,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from veclip.config import Config, load_config
-from veclip.locking import root_lock
 from veclip.report import StageReport
 from veclip.tables import Tables
 
@@ -42,37 +40,18 @@ def widget_config(dbutils: Any, default_profile: str) -> Config:
     return load_config(profile, [item.strip() for item in raw.split(";") if item.strip()])
 
 
-# Stages outside the data pipeline, by the function their job calls.
-MODEL_STAGES = {"train": "veclip.train.stage:run_train", "evaluate": "veclip.evaluate.stage:run_evaluate"}
+def run_stage(name: str, cfg: Config, spark: SparkSession, **options: Any) -> StageReport:
+    """Run one stage (`veclip.stages`: the function its job calls, with the same keyword options, e.g.
+    `retry_errors=True`) and print its accounting, through `veclip.stages.run_reported`.
 
-
-def run_stage(name: str, cfg: Config, spark: SparkSession, **flags: Any) -> StageReport:
-    """Run one stage (the same function its job calls, with the job's flags) and print its accounting.
-
-    Like a job, the stage holds the root's lock while it runs (`veclip.locking`) and gets its own MLflow run (`tracking.job_run`; nested when one is already active)
-    with the report's counts logged to it. A report whose accounting does not add up raises, after
-    printing it.
+    Like a job, the stage holds the root's lock while it runs (`veclip.locking`) and gets its own MLflow
+    run (`tracking.job_run`; nested when one is already active) with the report's counts logged to it.
+    A report whose accounting does not add up raises `veclip.stages.AccountingError` (a RuntimeError),
+    after printing it.
     """
-    import importlib
+    from veclip.stages import get, run_reported
 
-    from veclip import tracking
-    from veclip.pipeline import select
-
-    if name in MODEL_STAGES:
-        module, fn = MODEL_STAGES[name].split(":")
-        function = getattr(importlib.import_module(module), fn)
-    else:
-        function = select([name])[0].function()
-    with tracking.job_run(cfg, name), root_lock(cfg, f"notebook stage {name}"):
-        report = function(cfg, spark, argparse.Namespace(**flags))
-        if not report.seconds:
-            report.finish()
-        print(report.format(), flush=True)
-        tracking.log_report(report)
-    broken = report.broken()
-    if broken:
-        raise RuntimeError(f"stage {name}: accounting does not add up: {broken}")
-    return report
+    return run_reported(get(name), cfg, spark, job=name, holder=f"notebook stage {name}", **options)
 
 
 def quarantine_reasons(cfg: Config, spark: SparkSession) -> DataFrame:

@@ -2,9 +2,11 @@
 
     spark-submit jobs/rewrite.py --config conf/local.yaml                  # the whole chain
     spark-submit jobs/rewrite.py --config conf/local.yaml --stages rewrite,gold
+    report = run_pipeline(cfg, spark, stages=["rewrite", "gold"], retry_errors=True)   # from Python
 
-Each stage declares the tables it reads and writes; before Spark runs anything the plan is checked:
-every table a selected stage reads must exist already or be written by an earlier selected stage.
+Each stage declares the tables it reads and writes (`veclip.stages`); before Spark runs anything the
+plan is checked: every table a selected stage reads must exist already or be written by an earlier
+selected stage.
 Every stage skips finished work (keys already in its output table), so a rerun after a crash or a
 kill completes only what is missing. Each stage holds the root's lock (`veclip.locking`) while it runs,
 so two jobs on one root take turns stage by stage. The pipeline's MLflow run holds each stage's counts and
@@ -13,67 +15,18 @@ timings, the table versions, the model ids, the prompt file and an HTML gallery 
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from pyspark.sql import SparkSession
 
 from veclip.config import Config
-from veclip.locking import root_lock
 from veclip.report import StageReport
+from veclip.stages import check_plan, run_reported, select
 from veclip.tables import Tables
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    entry: str                 # "module:function", imported only when the stage runs
-    reads: tuple[str, ...]     # tables ("crawl" = the input files in ingest.inputs)
-    writes: tuple[str, ...]
-    gpu: bool = False
-
-    def function(self) -> Callable[..., StageReport]:
-        module, fn = self.entry.split(":")
-        return getattr(importlib.import_module(module), fn)
-
-
-STAGES: tuple[Stage, ...] = (
-    Stage("ingest", "veclip.ingest.stage:run_ingest", ("crawl",), ("bronze", "quarantine")),
-    Stage("dedupe", "veclip.dedupe.stage:run_dedupe", ("bronze",), ("silver",)),
-    Stage("caption", "veclip.caption.stage:run_caption", ("bronze",), ("captions",), gpu=True),
-    Stage("rewrite", "veclip.rewrite.stage:run_rewrite", ("bronze", "captions"), ("vecap",), gpu=True),
-    Stage("gold", "veclip.gold:run_gold", ("bronze", "captions"), ("gold",)),
-)
-STAGE_NAMES = tuple(s.name for s in STAGES)
-
-
-def select(names: Optional[Sequence[str]]) -> list[Stage]:
-    """Stages in pipeline order; unknown names are an error that lists the known ones."""
-    if not names:
-        return list(STAGES)
-    unknown = [n for n in names if n not in STAGE_NAMES]
-    if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; choose from {', '.join(STAGE_NAMES)}")
-    return [s for s in STAGES if s.name in names]
-
-
-def check_plan(stages: Sequence[Stage], available: Callable[[str], bool]) -> None:
-    """Raise if a stage would read a table that neither exists nor is written before it."""
-    produced: set[str] = set()
-    problems = []
-    for stage in stages:
-        for table in stage.reads:
-            if table not in produced and not available(table):
-                problems.append(f"stage '{stage.name}' reads '{table}', which does not exist and no earlier "
-                                f"selected stage writes it")
-        produced.update(stage.writes)
-    if problems:
-        raise ValueError("pipeline plan is incomplete:\n  " + "\n  ".join(problems))
 
 
 def _available(cfg: Config, tables: Tables) -> Callable[[str], bool]:
@@ -82,21 +35,22 @@ def _available(cfg: Config, tables: Tables) -> Callable[[str], bool]:
     return available
 
 
-def run_pipeline(cfg: Config, spark: SparkSession, args) -> StageReport:
-    stages = select(getattr(args, "stages", None))
+def run_pipeline(cfg: Config, spark: SparkSession, *, stages: Optional[Sequence[str]] = None,
+                 retry_errors: bool = False, retry_quarantined: bool = False) -> StageReport:
+    """Run the chain's `stages` (default: all, in order) after checking the plan; each stage gets the
+    options it takes (`retry_errors`: caption and rewrite; `retry_quarantined`: ingest), holds the
+    root's lock while it runs, and logs its report into the active MLflow run."""
+    selected = select(stages)
     tables = Tables(cfg, spark)
-    check_plan(stages, _available(cfg, tables))
+    check_plan(selected, _available(cfg, tables))
+    options = {"retry_errors": retry_errors, "retry_quarantined": retry_quarantined}
     summary = StageReport("pipeline")
-    for stage in stages:
+    for stage in selected:
         log.info("=== stage %s ===", stage.name)
-        with root_lock(cfg, f"pipeline stage {stage.name}"):   # another job on this root waits, or fails clearly
-            report = stage.function()(cfg, spark, args)
-        if not report.seconds:
-            report.finish()
-        print(report.format(), flush=True)
+        # another job on this root waits, or fails clearly; the accounting is checked on the summary
+        report = run_reported(stage, cfg, spark, holder=f"pipeline stage {stage.name}", check=False,
+                              **stage.accepted(options))
         _merge_into(summary, report)
-        from veclip import tracking
-        tracking.log_report(report)
     summary.details["table versions"] = {t: tables.version(t) for t in
                                          ("bronze", "quarantine", "silver", "captions", "vecap", "gold")
                                          if tables.exists(t)}

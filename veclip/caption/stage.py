@@ -1,7 +1,7 @@
 """Caption stage: canonical samples without a caption from the configured captioner -> `captions`.
 
     spark-submit jobs/caption.py --config conf/local.yaml --set caption.model=PATH [--retry-errors]
-    report = run_caption(cfg, spark, args)
+    report = run_caption(cfg, spark, retry_errors=False)
 
 Reads `veclip.tables.canonical_samples` (bronze rows that dedupe kept), writes the `captions` Delta
 table keyed by (key, captioner) with the columns of veclip.schemas.CAPTIONS: the cleaned caption, or
@@ -125,13 +125,14 @@ def status(tables: Tables, canonical: DataFrame, captioner: str) -> dict[str, in
     return {k: int(row[k] or 0) for k in ("canonical", "rows", "failed")}
 
 
-def run_caption(cfg: Config, spark: SparkSession, args=None, loader: Optional[Load] = None) -> StageReport:
+def run_caption(cfg: Config, spark: SparkSession, *, retry_errors: bool = False,
+                loader: Optional[Load] = None) -> StageReport:
     """Caption every canonical row that lacks a caption from `caption.captioner_id`; see the module doc.
 
     `loader` replaces the model loader built from the config (provenance still comes from the config).
     """
     c = cfg.caption
-    retry = bool(getattr(args, "retry_errors", False))
+    retry = retry_errors
     report = StageReport("caption")
     tables = Tables(cfg, spark)
     built, info = caption_loader(c, cfg.ingest.max_pixels)

@@ -267,7 +267,7 @@ def index_summary(d: DedupeConfig) -> str:
             f"{d.phash_blocks} blocks; LSH buckets capped at {d.bucket_cap}")
 
 
-def run_dedupe(cfg: Config, spark: SparkSession, args=None) -> StageReport:
+def run_dedupe(cfg: Config, spark: SparkSession) -> StageReport:
     """Deduplicate the bronze rows not yet in silver against each other and against silver."""
     d = cfg.dedupe
     tables = Tables(cfg, spark)

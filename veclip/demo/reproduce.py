@@ -38,7 +38,6 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass
-from types import SimpleNamespace
 from typing import Optional, Sequence
 
 import pandas as pd
@@ -117,7 +116,7 @@ def rate_dir(plan: Plan, rate: float) -> str:
 def prepare_rate(plan: Plan, rate: float, spark) -> dict:
     """Crawl and pipeline of one rate (skipped when pipeline.json says it finished)."""
     from veclip.demo.crawl import build_crawl
-    from veclip.pipeline import run_pipeline
+    from veclip.stages import PIPELINE, AccountingError, run_reported
 
     folder = rate_dir(plan, rate)
     done = os.path.join(folder, "pipeline.json")
@@ -129,10 +128,10 @@ def prepare_rate(plan: Plan, rate: float, spark) -> dict:
     say(f"rate {rate:g}: pipeline on {crawl['samples']} crawled samples ({crawl['relevant_originals']} relevant "
         f"AltTexts of {plan.n})")
     t0 = time.time()
-    report = run_pipeline(cfg, spark, SimpleNamespace(stages=None, retry_errors=False))
-    broken = report.broken()
-    if broken:
-        raise RuntimeError(f"reproduce: the pipeline's accounting for rate {rate:g} does not add up: {broken}")
+    try:
+        report = run_reported(PIPELINE, cfg, spark, job="pipeline", stages=None, retry_errors=False)
+    except AccountingError as e:
+        raise RuntimeError(f"reproduce: the pipeline's accounting for rate {rate:g} does not add up: {e.broken}") from e
     result = {"rate": rate, "root": cfg.paths.root, "seconds": round(time.time() - t0, 1), "crawl": crawl,
               "counts": dict(report.counts), "stage_seconds": {k: v for k, v in report.details.items()
                                                                if k.endswith("seconds")}}
@@ -233,7 +232,7 @@ def plan_arms(plan: Plan) -> list[tuple[float, str, float, int]]:
 
 
 def train_arm(plan: Plan, rate: float, p: float, seed: int, spark, text: str = VECAP) -> dict:
-    from veclip.train.stage import run_train
+    from veclip.stages import get, run_reported
 
     name = arm_name(rate, p, seed, text)
     folder = os.path.join(plan.out, "checkpoints", name)
@@ -247,19 +246,19 @@ def train_arm(plan: Plan, rate: float, p: float, seed: int, spark, text: str = V
                  f"train.lr={plan.lr}", f"train.warmup_steps={plan.warmup}", "train.mode=single",
                  "train.reader_pool=dummy", f"train.checkpoint_dir={folder}", f"train.checkpoint_every={plan.steps}",
                  "train.keep_checkpoints=1", "train.log_every=50")
-    report = run_train(cfg, spark, SimpleNamespace(resume=False))
+    report = run_reported(get("train"), cfg, spark, job="train", resume=False)
     return {"checkpoint": report.details["final checkpoint"], "steps": report.counts["steps"],
             "samples": report.counts["samples"], "gold_rows": report.counts["gold_rows"],
             "samples_per_s": report.details["samples/s (steady)"]}
 
 
 def evaluate_arm(plan: Plan, checkpoint: str, sets: dict, output: str) -> dict:
-    from veclip.evaluate.stage import run_evaluate
+    from veclip.stages import get, run_reported
 
     cfg = config(plan, os.path.join(plan.out, "eval-root"), f"eval.model={checkpoint}", f"eval.output={output}",
                  f"eval.zeroshot={json.dumps(sets['zeroshot'])}", f"eval.retrieval={json.dumps(sets['retrieval'])}",
                  "eval.device=cpu")
-    run_evaluate(cfg)
+    run_reported(get("evaluate"), cfg, None, job="evaluate")
     with open(output) as f:
         metrics = json.load(f)["metrics"]
     tops = [v for k, v in metrics.items() if k.endswith("/top1")]

@@ -1,7 +1,7 @@
 """The evaluate stage: one model, every configured benchmark, results to a table, JSON and MLflow.
 
     spark-submit jobs/evaluate.py --config conf/local.yaml --set eval.model=models:/veclip-clip@candidate
-    report = run_evaluate(cfg, spark, args)      # args.promote: move `champion` when the metric is better
+    report = run_evaluate(cfg, spark, promote=False)   # promote=True: move `champion` when the metric is better
 
 Reads: the model (see veclip.evaluate.models) and the benchmark files named in `eval.retrieval` and
 `eval.zeroshot`. Writes: a results JSON (eval.output), metrics and tags on the active MLflow run and
@@ -123,8 +123,7 @@ def default_output(cfg: Config, label: str) -> str:
     return os.path.join(cfg.paths.root, "eval", f"{slug}_{stamp}.json")
 
 
-def run_evaluate(cfg: Config, spark=None, args=None) -> StageReport:
-    promote = bool(getattr(args, "promote", False))
+def run_evaluate(cfg: Config, spark=None, *, promote: bool = False) -> StageReport:
     check_request(cfg, promote)
     spec = cfg.eval.model_spec
     if spec.startswith("models:/"):

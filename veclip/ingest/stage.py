@@ -26,7 +26,7 @@ import math
 from collections import defaultdict
 from datetime import datetime, timezone
 from functools import reduce
-from typing import Optional
+from typing import Optional, Sequence
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -64,9 +64,9 @@ def task_options(cfg: Config) -> TaskOptions:
         alt_text_max_chars=ic.alt_text_max_chars)
 
 
-def retry_requested(cfg: Config, args=None) -> bool:
-    """`--retry-quarantined` on the command line, or `ingest.retry_quarantined` in the config."""
-    return bool(getattr(args, "retry_quarantined", False)) or cfg.ingest.retry_quarantined
+def retry_requested(cfg: Config, retry_quarantined: bool = False) -> bool:
+    """`retry_quarantined` (the flag `--retry-quarantined`), or `ingest.retry_quarantined` in the config."""
+    return retry_quarantined or cfg.ingest.retry_quarantined
 
 
 def existing_keys(tables: Tables, quarantine_version: Optional[int] = None,
@@ -262,15 +262,16 @@ def _forget_recovered(tables: Tables, retryable: DataFrame, cached: list[DataFra
     report.count("recovered", retry.forget_recovered(tables, STAGE, retryable, produced, read_sources))
 
 
-def run_ingest(cfg: Config, spark: SparkSession, args=None) -> StageReport:
-    """Ingest `cfg.ingest.inputs` (plus `args.input`, if any) into bronze and quarantine."""
+def run_ingest(cfg: Config, spark: SparkSession, *, inputs: Sequence[str] = (),
+               retry_quarantined: bool = False) -> StageReport:
+    """Ingest `cfg.ingest.inputs` (plus `inputs`, if any) into bronze and quarantine."""
     report = StageReport(STAGE)
     tables = Tables(cfg, spark)
     run_time = datetime.now(timezone.utc)
-    extra = list(getattr(args, "input", None) or [])
+    extra = list(inputs)
     files = expand_inputs(list(cfg.ingest.inputs) + extra, cfg.ingest.format, cfg.ingest.image_column)
     seen = ledger.recorded_files(tables)
-    retrying = retry_requested(cfg, args)
+    retrying = retry_requested(cfg, retry_quarantined)
     q_version = tables.version("quarantine") if tables.exists("quarantine") else None
     retryable = retry.transient_rows(tables, STAGE, q_version) if retrying else None
     retry_sources = frozenset(r["source"] for r in retryable.select("source").distinct().collect()) \

@@ -1,7 +1,7 @@
 """Rewrite stage: canonical rows with a caption and no VeCap from the configured rewriter -> `vecap`.
 
     spark-submit jobs/rewrite.py --config conf/local.yaml --stages rewrite [--retry-errors]
-    report = run_rewrite(cfg, spark, args)
+    report = run_rewrite(cfg, spark, retry_errors=False)
 
 Reads `veclip.tables.canonical_samples` (bronze `alt_text`) joined with the `captions` rows of the
 fused captioner (`rewrite.captioner`, default `caption.captioner_id`) that have a caption and no error.
@@ -159,10 +159,10 @@ def count_rows(tables: Tables, rewriter: str, captioner: str) -> int:
     return work(tables, captioner, rewriter, retry_errors=False)[1]["already_done"]
 
 
-def run_rewrite(cfg: Config, spark: SparkSession, args=None) -> StageReport:
+def run_rewrite(cfg: Config, spark: SparkSession, *, retry_errors: bool = False) -> StageReport:
     """Write a VeCap for every canonical captioned row that lacks one from `rewrite.rewriter_id`."""
     r = cfg.rewrite
-    retry = bool(getattr(args, "retry_errors", False))
+    retry = retry_errors
     tables = Tables(cfg, spark)
     captioner = captioner_of(cfg)
     loader = RewriterLoader.from_config(cfg)      # reads the prompt file here: a bad file fails before Spark work

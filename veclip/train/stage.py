@@ -1,6 +1,6 @@
 """The train stage as the job runs it: pin gold, train (1..N processes), log and register the model.
 
-    report = run_train(cfg, spark, args)       # args.resume: continue the latest (or the named) run
+    report = run_train(cfg, spark, resume=False)   # resume=True: continue the latest (or the named) run
 
 Reads: the `gold` Delta table at train.gold_version (latest when null; the version is recorded in
 the run's run.json, as an MLflow dataset input and as a parameter). Writes: checkpoints under
@@ -101,11 +101,10 @@ def forwarded_env(mode: str) -> dict:
     return {k: v for k, v in os.environ.items() if k.startswith(("DATABRICKS_", "MLFLOW_"))}
 
 
-def run_train(cfg: Config, spark, args) -> StageReport:
+def run_train(cfg: Config, spark, *, resume: bool = False) -> StageReport:
     from veclip.tables import Tables
 
     t, report = cfg.train, StageReport("train")
-    resume = bool(getattr(args, "resume", False))
     folder, run = resolve_run(cfg, resume)
     tables = Tables(cfg, spark)
     plan = plan_gold(tables, pinned_version(cfg, run))
