@@ -26,7 +26,6 @@ from veclip.config import ConfigError, load_config
 from veclip.report import FailureRateExceeded
 from veclip.stages import JOBS, Option, Stage
 
-log = logging.getLogger("veclip")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:

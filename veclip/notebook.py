@@ -19,10 +19,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from veclip.config import Config, load_config
+from veclip.files import REPO_ROOT
 from veclip.report import StageReport
 from veclip.tables import Tables
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def widget_config(dbutils: Any, default_profile: str) -> Config:
@@ -35,7 +35,7 @@ def widget_config(dbutils: Any, default_profile: str) -> Config:
     dbutils.widgets.text("overrides", "", "Overrides (key=value; ...)")
     profile = dbutils.widgets.get("config")
     if not os.path.isabs(profile):
-        profile = os.path.join(REPO, profile)
+        profile = str(REPO_ROOT / profile)
     raw = dbutils.widgets.get("overrides").replace("\n", ";")
     return load_config(profile, [item.strip() for item in raw.split(";") if item.strip()])
 

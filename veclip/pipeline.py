@@ -15,6 +15,7 @@ timings, the table versions, the model ids, the prompt file and an HTML gallery 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Callable, Optional, Sequence
@@ -23,6 +24,7 @@ from pyspark.sql import SparkSession
 
 from veclip.config import Config
 from veclip.report import StageReport
+from veclip.rewrite.prompt import resolve_prompt_file
 from veclip.stages import check_plan, run_reported, select
 from veclip.tables import Tables
 
@@ -80,9 +82,8 @@ def _log_run_extras(cfg: Config, tables: Tables, summary: StageReport) -> None:
     versions = summary.details.get("table versions", {})
     mlflow.log_params({f"table_version.{k}": v for k, v in versions.items()})
     mlflow.set_tags({"captioner": cfg.caption.captioner_id, "rewriter": cfg.rewrite.rewriter_id})
-    prompt_file = getattr(cfg.rewrite, "prompt_file", None)
-    if prompt_file and os.path.isfile(prompt_file):
-        mlflow.log_artifact(prompt_file, "prompts")
+    with contextlib.suppress(FileNotFoundError):    # a run of ingest alone may name no usable prompt
+        mlflow.log_artifact(resolve_prompt_file(cfg.rewrite.prompt_file), "prompts")
     if gallery:
         mlflow.log_artifact(gallery, "gallery")
 

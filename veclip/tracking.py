@@ -8,7 +8,6 @@ and `mlflow.registry_uri: databricks-uc`.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from typing import Any, Iterator, Optional
 
@@ -17,7 +16,6 @@ import mlflow
 from veclip.config import Config, flatten
 from veclip.report import StageReport
 
-log = logging.getLogger(__name__)
 
 # MLflow 3's UI opens an experiment on its GenAI overview (traces) unless the experiment's kind tag
 # says it holds model-training runs; with this tag it opens on the runs table.

@@ -42,9 +42,11 @@ from typing import Optional, Sequence
 
 import pandas as pd
 
+from veclip.files import REPO_ROOT
+
 log = logging.getLogger("veclip.demo.reproduce")
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+README = str(REPO_ROOT / "README.md")
 RETRIEVAL = "demo-captions"
 SHOWN = [("zero-shot top-1", "zeroshot_top1"), ("knowledge probe top-1", "probe_top1"), ("I2T R@1", f"{RETRIEVAL}/i2t_r1"), ("I2T R@5", f"{RETRIEVAL}/i2t_r5"),
          ("I2T R@10", f"{RETRIEVAL}/i2t_r10"), ("T2I R@1", f"{RETRIEVAL}/t2i_r1"), ("T2I R@5", f"{RETRIEVAL}/t2i_r5"),
@@ -103,7 +105,7 @@ DEMO_REWRITE = ("rewrite.engine=vllm", "rewrite.num_candidates=6")
 def config(plan: Plan, root: str, *extra: str):
     from veclip.config import load_config
 
-    return load_config(os.path.join(REPO, "conf", "local.yaml"),
+    return load_config(None,
                        [f"paths.root={root}", "mlflow.enabled=false", "spark.master=local[2]",
                         "spark.shuffle_partitions=2", f"caption.model={plan.captioner}", *DEMO_REWRITE, *extra])
 
@@ -623,7 +625,7 @@ def plan_command(plan: Plan) -> str:
     return "make reproduce" + (f' REPRODUCE_ARGS="{" ".join(args)}"' if args else "")
 
 
-def publish(plan: Plan, text: str, readme: str = os.path.join(REPO, "README.md")) -> None:
+def publish(plan: Plan, text: str, readme: str = README) -> None:
     """Put summary.md between the README's reproduce-results markers and results.png in docs/."""
     import shutil
 
@@ -699,7 +701,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--steps", type=int, help="training steps per arm")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--eval-n", type=int, help="held-out test images per dataset")
-    p.add_argument("--publish", nargs="?", const=os.path.join(REPO, "README.md"), metavar="README",
+    p.add_argument("--publish", nargs="?", const=README, metavar="README",
                    help="at the end, write summary.md into the README's results block and results.png to docs/")
     p.add_argument("--captioner", help="demo captioner folder (default: ~/.cache/veclip/models/demo-captioner, shared with make demo)")
     a = p.parse_args(argv)
