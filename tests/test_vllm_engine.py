@@ -115,7 +115,8 @@ def test_vllm_captioner_refuses_prompt_free_models_and_beam_search():
         "do_sample": True, "temperature": 0.7})), {"min_new_tokens": 3, "suppress_tokens": [0, 4]})
     assert s["max_tokens"] == 12 and s["temperature"] == 0.7 and s["min_tokens"] == 3
     assert s["logit_bias"] == {0: -100.0, 4: -100.0}
-    assert sampling_settings(CaptionerSpec.from_config(CaptionConfig(model="m")))["temperature"] == 0.0     # greedy by default
+    greedy = sampling_settings(CaptionerSpec.from_config(CaptionConfig(model="m")))
+    assert greedy["temperature"] == 0.0     # greedy by default
 
 
 def test_caption_cache_keys_differ_per_engine():
