@@ -56,10 +56,10 @@ def engine_alone(rw, pairs, batch_size: int, engine: str) -> tuple[float, float]
     """(rows/s, generated tokens/s) of the engine on the rendered fusion prompts, greedy."""
     from veclip.rewrite.prompt import clean_for_prompt
 
-    b = rw.bounds
+    b = rw.config
     prompts = [rw.prompt(clean_for_prompt(a, b.alt_text_max_chars), clean_for_prompt(c, b.caption_max_chars))
                for a, c in zip(pairs["alt_text"], pairs["caption"])]
-    p = rw.params
+    p = rw.config
     chunk = len(prompts) if engine == "vllm" else batch_size
     rw.lm.generate(prompts[:2], p.max_new_tokens, prefix=rw.prefix)          # warm-up
     t0, tokens = time.perf_counter(), 0

@@ -21,8 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from PIL import Image  # noqa: E402
 
 from tests.crawlgen import ImageServer, real_images  # noqa: E402
-from veclip.ingest.fetch import FetchSettings, fetch_all  # noqa: E402
-from veclip.ingest.images import ImageLimits, inspect_image  # noqa: E402
+from veclip.config.ingest import HttpConfig, IngestConfig  # noqa: E402
+from veclip.ingest.fetch import fetch_all  # noqa: E402
+from veclip.ingest.images import inspect_image  # noqa: E402
 
 DEFAULT_SHARD = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cc12m-sample",
                              "cc12m-train-0000.tar")
@@ -49,7 +50,7 @@ def rate(fn, images: list[bytes], repeat: int) -> float:
 
 
 def bench_checks(images: list[bytes], repeat: int) -> None:
-    limits = ImageLimits()
+    limits = IngestConfig()
     rates = {"header only (size, no pixels)": rate(header_only, images, repeat),
              "inspect_image (draft decode, the stage)": rate(lambda d: inspect_image(d, limits), images, repeat),
              "full decode (Image.load)": rate(full_decode, images, repeat)}
@@ -67,7 +68,7 @@ def bench_fetch(images: list[bytes], n: int, latency_s: float, concurrency: int)
         urls = [srv.url(f"/img/{i % len(images)}.jpg") for i in range(n)]
         rates = {}
         for c in (1, concurrency):
-            s = FetchSettings(timeout_s=10, concurrency=c, allow_private=True)
+            s = IngestConfig(http=HttpConfig(timeout_s=10, concurrency=c, allow_private=True))
             t0 = time.perf_counter()
             got = fetch_all(urls, s)
             rates[c] = n / (time.perf_counter() - t0)

@@ -41,10 +41,11 @@ def pyarrow_rows(plan, transform=None) -> tuple[int, float]:
 def petastorm_rows(plan, pool: str, workers: int, image_size: int) -> tuple[int, float, float]:
     """(rows of the timed epoch, its seconds, start-up + warm-up epoch seconds)."""
     from veclip.train import data
-    from veclip.train.samples import SampleSettings
+    from veclip.config.train import TrainConfig
 
-    s = data.StreamSettings(SampleSettings("veclip-tiny", image_size, 0.5, 0), 77, batch_size=32,
-                            shuffle_buffer=0, pool=pool, workers=workers)
+    t = TrainConfig(model="veclip-tiny", p_vecap=0.5, seed=0, batch_size=32, shuffle_buffer=0, reader_pool=pool,
+                    reader_workers=workers)
+    s = data.StreamSettings.from_config(t, image_size=image_size, context_length=77)
     t0 = time.perf_counter()
     stream = data.RankStream(list(plan.files), s, rank=0)
     try:
@@ -73,9 +74,11 @@ def main() -> None:
     spark, _, plan, _ = bench_gold(root, args.copies, args.max_side)
     spark.stop()
 
+    from veclip.config.train import TrainConfig
     from veclip.train.samples import SampleSettings, SampleTransform
 
-    transform = SampleTransform(SampleSettings("veclip-tiny", args.image_size, 0.5, 0), 0, 1)
+    settings = SampleSettings.from_config(TrainConfig(model="veclip-tiny", p_vecap=0.5, seed=0), args.image_size)
+    transform = SampleTransform(settings, 0, 1)
     transform.tokenizer  # loaded before timing, as in a warm worker
     pyarrow_rows(plan, transform)  # warm the page cache and the decoder
     n, raw = pyarrow_rows(plan)

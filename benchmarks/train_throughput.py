@@ -45,7 +45,7 @@ def train_cfg(args, **over):
 def ours_single(args, plan, work: str) -> dict:
     from veclip.train.loop import TrainSpec
 
-    spec = TrainSpec(train_cfg(args, mode="single").model_dump(), plan, f"{work}/ours/ckpt", f"{work}/ours.json")
+    spec = TrainSpec(train_cfg(args, mode="single"), plan, f"{work}/ours/ckpt", f"{work}/ours.json")
     with open(f"{work}/ours.pkl", "wb") as f:
         pickle.dump(spec, f)
     subprocess.run([sys.executable, "-c", OURS.format(repo=REPO), f"{work}/ours.pkl"], check=True,
@@ -58,7 +58,7 @@ def ours_distributed(args, plan, work: str, n: int) -> dict:
     from veclip.train.loop import TrainSpec
 
     cfg = train_cfg(args, mode="local", num_processes=n)
-    spec = TrainSpec(cfg.model_dump(), plan, f"{work}/tdist{n}/ckpt", f"{work}/tdist{n}.json")
+    spec = TrainSpec(cfg, plan, f"{work}/tdist{n}/ckpt", f"{work}/tdist{n}.json")
     return launch(spec, "local", n)
 
 

@@ -15,6 +15,7 @@ from veclip.caption.predict import CaptionLoader, UndecodableImage, caption_imag
 from veclip.caption.prompt import PAPER_PROMPT, prompt_sha256, render_prompt
 from veclip.caption.tiny import MARKER, build_tiny_llava, build_tiny_vision_encoder_decoder
 from veclip.config import ConfigError, load_config
+from veclip.config.caption import CaptionConfig
 from veclip.devices import torch_dtype
 
 
@@ -51,9 +52,9 @@ def test_config_defaults_follow_the_paper():
 
 
 def test_greedy_decoding_by_default_and_params_are_recorded():
-    spec = CaptionerSpec(model="m", max_new_tokens=7)
+    spec = CaptionerSpec.from_config(CaptionConfig(model="m", max_new_tokens=7))
     assert spec.generation_params() == {"max_new_tokens": 7, "do_sample": False, "num_beams": 1}
-    beams = CaptionerSpec(model="m", generate_kwargs=(("num_beams", 3),))
+    beams = CaptionerSpec.from_config(CaptionConfig(model="m", generate_kwargs={"num_beams": 3}))
     assert '"num_beams": 3' in beams.generation_params_json()
     assert str(torch_dtype("auto", "cpu")) == "torch.float32"
     assert str(torch_dtype("auto", "cuda:0")) in ("torch.bfloat16", "torch.float16")   # float16: no native bf16
@@ -90,17 +91,17 @@ def test_tiny_models_are_marked_as_random(models):
 
 def test_prompt_is_rendered_with_the_models_chat_template(models):
     llava, ved = models
-    info = describe(CaptionerSpec(model=llava))
+    info = describe(CaptionerSpec.from_config(CaptionConfig(model=llava)))
     assert info.model_type == "llava"
     assert info.prompt_text == "USER: <image>\nDescribe the image concisely, less than 20 words. ASSISTANT:"
-    assert describe(CaptionerSpec(model=ved)).prompt_text is None  # prompt-free captioner
+    assert describe(CaptionerSpec.from_config(CaptionConfig(model=ved))).prompt_text is None  # prompt-free captioner
     assert prompt_sha256("x") == "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
 
 
 def test_a_chat_model_without_template_is_a_clear_error(models):
     from veclip.caption.models import load_processor
 
-    processor = load_processor(CaptionerSpec(model=models[0]))
+    processor = load_processor(CaptionerSpec.from_config(CaptionConfig(model=models[0])))
     processor.chat_template = None
     processor.tokenizer.chat_template = None
     with pytest.raises(ValueError, match="has no chat template"):
@@ -116,12 +117,13 @@ def test_batched_generation_matches_one_by_one(models, cc12m_shard):
                 if m.name.endswith(".jpg")][:4]
     images = [decode_image(b) for b in jpgs]
     for path in models:
-        info = describe(CaptionerSpec(model=path, max_new_tokens=6))
-        cap = Captioner(CaptionerSpec(model=path, max_new_tokens=6), "cpu", info.prompt_text)
+        spec = CaptionerSpec.from_config(CaptionConfig(model=path, max_new_tokens=6))
+        info = describe(spec)
+        cap = Captioner(spec, "cpu", info.prompt_text)
         batched = cap.caption(images)
         assert batched == [cap.caption([img])[0] for img in images]
         assert all(t.strip() for t in batched)
-    spec = CaptionerSpec(model=models[0], max_new_tokens=6)
+    spec = CaptionerSpec.from_config(CaptionConfig(model=models[0], max_new_tokens=6))
     loader = CaptionLoader(spec, describe(spec).prompt_text)
     out = caption_images(loader, jpgs[:2] + [b"broken"])
     assert isinstance(out[2], UndecodableImage) and all(isinstance(o, str) and o for o in out[:2])

@@ -198,8 +198,9 @@ def test_caption_stage_loads_it_and_captions_real_images(trained):
 
     from veclip.caption.models import Captioner, CaptionerSpec, describe as describe_model
     from veclip.caption.predict import CaptionLoader, caption_images
+    from veclip.config.caption import CaptionConfig
 
-    spec = CaptionerSpec(model=str(trained), max_new_tokens=30)
+    spec = CaptionerSpec.from_config(CaptionConfig(model=str(trained), max_new_tokens=30))
     info = describe_model(spec)
     assert info.model_type == "llava"
     assert info.prompt_text.count("<image>") == 1 and dc.PAPER_PROMPT in info.prompt_text

@@ -3,10 +3,11 @@
 import pytest
 
 from tests.crawlgen import ImageServer, real_images
-from veclip.ingest.fetch import FetchSettings, check_address, fetch, fetch_all
+from veclip.config.ingest import HttpConfig, IngestConfig
+from veclip.ingest.fetch import check_address, fetch, fetch_all
 
-FAST = FetchSettings(timeout_s=1.0, deadline_s=2.0, retries=2, backoff_s=0.05, concurrency=8,
-                     allow_private=True, max_bytes=1_000_000)
+FAST = IngestConfig(http=HttpConfig(timeout_s=1.0, deadline_s=2.0, retries=2, backoff_s=0.05, concurrency=8,
+                                    allow_private=True), max_bytes=1_000_000)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def test_outcomes_of_every_kind_of_response(server):
 
 
 def test_private_and_loopback_addresses_are_refused_by_default(server):
-    strict = FetchSettings(timeout_s=1.0, retries=2, backoff_s=0.05)
+    strict = IngestConfig(http=HttpConfig(timeout_s=1.0, retries=2, backoff_s=0.05))
     before = server.hits.get("/img/3.jpg", 0)
     r = fetch(server.url("/img/3.jpg"), strict)
     assert r.reason == "blocked_address" and r.attempts == 1 and "allow_private" in r.detail
@@ -49,7 +50,7 @@ def test_private_and_loopback_addresses_are_refused_by_default(server):
 
 
 def test_bad_urls_are_reasons_not_errors():
-    s = FetchSettings(timeout_s=1.0, retries=0)
+    s = IngestConfig(http=HttpConfig(timeout_s=1.0, retries=0))
     assert fetch("ftp://example.com/a.jpg", s).reason == "bad_url"
     assert fetch("not a url", s).reason == "bad_url"
     assert fetch("http://example.com:99999/a.jpg", s).reason == "bad_url"

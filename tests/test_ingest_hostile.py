@@ -18,15 +18,14 @@ import pytest
 
 from tests.crawlgen import real_images, write_shard
 from veclip.ingest import sample_key
-from veclip.ingest.fetch import FetchSettings, check_address, fetch
-from veclip.ingest.images import ImageLimits
+from veclip.config.ingest import HttpConfig, IngestConfig
+from veclip.ingest.fetch import check_address, fetch
 from veclip.ingest.inputs import expand_inputs
-from veclip.ingest.readers import Columns
-from veclip.ingest.tasks import TaskOptions, read_files, read_url_rows
+from veclip.ingest.tasks import read_files, read_url_rows
 
 BAD = "\ud800"                     # a lone surrogate: what the JSON escape "\ud800" decodes to
 BAD_JSON = "\\ud800"               # the escape as it stands in a JSON file
-OPTS = TaskOptions(Columns(), ImageLimits(), FetchSettings(timeout_s=1.0, retries=0, allow_private=True))
+OPTS = IngestConfig(http=HttpConfig(timeout_s=1.0, retries=0, allow_private=True))
 
 
 @pytest.fixture(scope="module")
@@ -164,14 +163,15 @@ def trickle():
 
 
 def test_deadline_bounds_trickled_headers(trickle):
-    s = FetchSettings(timeout_s=1.0, deadline_s=2.0, retries=0, allow_private=True)
+    s = IngestConfig(http=HttpConfig(timeout_s=1.0, deadline_s=2.0, retries=0, allow_private=True))
     t0 = time.monotonic()
     r = fetch(trickle.url(), s)
     took = time.monotonic() - t0
     assert r.reason == "timeout" and "deadline_s=2.0" in r.detail and r.data is None
     assert took < 2.0 + 1.5, f"fetch held {took:.1f} s with deadline_s=2"        # was ~30 s: one byte per 0.4 s
     # a retried attempt gets a deadline of its own: two attempts, each cut off
-    s = FetchSettings(timeout_s=1.0, deadline_s=1.0, retries=1, backoff_s=0.05, allow_private=True)
+    s = IngestConfig(http=HttpConfig(timeout_s=1.0, deadline_s=1.0, retries=1, backoff_s=0.05,
+                                      allow_private=True))
     t0 = time.monotonic()
     r = fetch(trickle.url("/b.jpg"), s)
     assert r.reason == "timeout" and r.attempts == 2 and time.monotonic() - t0 < 2 * 1.0 + 0.05 + 2.0
@@ -186,7 +186,8 @@ def test_deadline_bounds_dns(monkeypatch):
         time.sleep(30)
     monkeypatch.setattr(fetch_mod.socket, "getaddrinfo", hanging)
     t0 = time.monotonic()
-    r = fetch("http://slow-dns.example/a.jpg", FetchSettings(timeout_s=1.0, deadline_s=1.0, retries=0))
+    r = fetch("http://slow-dns.example/a.jpg",
+              IngestConfig(http=HttpConfig(timeout_s=1.0, deadline_s=1.0, retries=0)))
     assert r.reason == "timeout" and "DNS" in r.detail and time.monotonic() - t0 < 1.0 + 1.5
 
 

@@ -11,9 +11,10 @@ import pytest
 from tests.crawlgen import (bad_images, cut_file, garble, member_offsets, real_images, unusual_images,
                             write_shard)
 from veclip.ingest import sample_key
-from veclip.ingest.images import ImageLimits, inspect_image
+from veclip.config.ingest import IngestConfig
+from veclip.ingest.images import inspect_image
 from veclip.ingest.inputs import expand_inputs
-from veclip.ingest.readers import Columns, read_samples
+from veclip.ingest.readers import read_samples
 from veclip.ingest.text import clean_alt_text
 from veclip.ingest.webdataset import read_webdataset
 from veclip.text import cut_at_word
@@ -83,8 +84,8 @@ def test_bad_images_get_their_reason(photos):
         assert not check.ok and name.startswith(check.reason), f"{name}: got {check.reason} ({check.detail})"
         assert check.detail
     assert inspect_image(None).reason == "missing_image"
-    assert inspect_image(photos[0][2], ImageLimits(max_bytes=1000)).reason == "too_large"
-    assert inspect_image(photos[0][2], ImageLimits(formats=("PNG",))).reason == "not_an_image"
+    assert inspect_image(photos[0][2], IngestConfig(max_bytes=1000)).reason == "too_large"
+    assert inspect_image(photos[0][2], IngestConfig(image_formats=["PNG"])).reason == "not_an_image"
 
 
 def test_decompression_bomb_is_refused_from_the_header():
@@ -184,16 +185,16 @@ def test_url_tables_and_vecap_json(tmp_path):
                                       '{"caption": "no url"}\n')
     (tmp_path / "v.json").write_text(json.dumps({"http://a/1.jpg": "a VeCap", "http://a/2.jpg": "b"}))
     (tmp_path / "bad.json").write_text('{"http://a/1.jpg": "cut')
-    csv = list(read_samples(str(tmp_path / "u.csv"), "url_table", Columns()))
+    csv = list(read_samples(str(tmp_path / "u.csv"), "url_table", IngestConfig()))
     assert [(s.url, s.alt_text_raw, s.reason) for s in csv] == [
         ("http://a/1.jpg", "one", None), (None, "no url", "missing_url"), ("http://a/3.jpg", "three, with comma", None)]
-    jl = list(read_samples(str(tmp_path / "u.jsonl"), "url_table", Columns()))
+    jl = list(read_samples(str(tmp_path / "u.jsonl"), "url_table", IngestConfig()))
     assert [s.reason for s in jl] == [None, "bad_record", "bad_record", "missing_url"]
     assert [s.source_key for s in jl] == ["0", "1", "2", "3"]
-    v = list(read_samples(str(tmp_path / "v.json"), "vecap_json", Columns()))
+    v = list(read_samples(str(tmp_path / "v.json"), "vecap_json", IngestConfig()))
     assert [(s.url, s.alt_text_raw) for s in v] == [("http://a/1.jpg", "a VeCap"), ("http://a/2.jpg", "b")]
-    assert [s.reason for s in read_samples(str(tmp_path / "bad.json"), "vecap_json", Columns())] == ["corrupt_source"]
-    [wrong] = read_samples(str(tmp_path / "u.csv"), "url_table", Columns(url="image_url"))   # a config mistake
+    assert [s.reason for s in read_samples(str(tmp_path / "bad.json"), "vecap_json", IngestConfig())] == ["corrupt_source"]
+    [wrong] = read_samples(str(tmp_path / "u.csv"), "url_table", IngestConfig(url_column="image_url"))   # a config mistake
     assert wrong.reason == "corrupt_source" and "ingest.url_column" in wrong.detail
 
 
@@ -202,7 +203,7 @@ def test_real_alttext_parquet_reads_as_url_table(tmp_path):
     path = str(shared_path("web-alttext", "alttext-10k.parquet"))
     [f] = expand_inputs([path])
     assert f.format == "url_table"
-    samples = list(read_samples(path, f.format, Columns()))
+    samples = list(read_samples(path, f.format, IngestConfig()))
     assert len(samples) == 10_000 and all(s.url and s.reason is None for s in samples[:100])
 
 
@@ -213,12 +214,12 @@ def test_img2dataset_parquet_and_a_damaged_one(tmp_path, photos):
     pq.write_table(table, tmp_path / "img.parquet", row_group_size=1)
     [f] = expand_inputs([str(tmp_path / "img.parquet")])
     assert f.format == "parquet"
-    got = list(read_samples(f.path, f.format, Columns()))
+    got = list(read_samples(f.path, f.format, IngestConfig()))
     assert [(s.source_key, s.reason) for s in got] == [("0", None), ("1", "missing_image"), ("2", None)]
     assert got[0].image == photos[0][2] and "HTTP 404" in got[1].detail
     size = os.path.getsize(tmp_path / "img.parquet")
     cut_file(tmp_path / "img.parquet", tmp_path / "cut.parquet", size - 100)   # footer gone
-    got = list(read_samples(str(tmp_path / "cut.parquet"), "parquet", Columns()))
+    got = list(read_samples(str(tmp_path / "cut.parquet"), "parquet", IngestConfig()))
     assert [s.reason for s in got] == ["corrupt_source"]
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import REPO, shared_path
 from veclip.config import load_config
+from veclip.config.rewrite import RewriteConfig
 from veclip.rewrite import clean_for_prompt, fallback_text, validate
 from veclip.rewrite.models import ModelSource, gguf_cache_dir, load_causal_lm, prepare_gguf
 from veclip.rewrite.rewriter import Rewriter, RewriterLoader, fallback, rewrite_frame
@@ -153,7 +154,7 @@ def tiny_llama(tmp_path_factory):
 
 
 def test_any_causal_lm_loads_by_path_and_garbage_output_falls_back(tiny_llama, tmp_path):
-    lm = load_causal_lm(ModelSource(str(tiny_llama)), str(tmp_path), "cpu", "float32")
+    lm = load_causal_lm(ModelSource.from_config(RewriteConfig(model=str(tiny_llama))), str(tmp_path), "cpu", "float32")
     assert lm.tokenizer.padding_side == "left" and lm.tokenizer.pad_token == "</s>"
     loader = RewriterLoader.from_config(smollm2_config(tmp_path, f"rewrite.model={tiny_llama}"))
     assert loader.source.gguf_file is None and loader.source.revision_label().startswith("local:")
@@ -173,7 +174,7 @@ def test_any_causal_lm_loads_by_path_and_garbage_output_falls_back(tiny_llama, t
 def before_best_of_n(rw, alt_texts, captions):
     """The rewriter as it was before best-of-n and the informative fallback: one answer per row at the
     configured temperature, validated, else `caption, AltText`. (vecap, fallback_used, reason) per row."""
-    b, p = rw.bounds, rw.params
+    b = p = rw.config
     alts = [clean_for_prompt(a, b.alt_text_max_chars) for a in alt_texts]
     caps = [clean_for_prompt(c, b.caption_max_chars) for c in captions]
     gens = rw.lm.generate([rw.prompt(a, c) for a, c in zip(alts, caps)], p.max_new_tokens, p.temperature,
@@ -188,13 +189,13 @@ def before_best_of_n(rw, alt_texts, captions):
 def test_one_candidate_gives_the_same_vecaps_as_before_best_of_n(real_results, rewriter):
     _, rw = rewriter
     pairs, results = real_results
-    assert rw.params.num_candidates == 1 and not rw.whole_partition
+    assert rw.config.num_candidates == 1 and not rw.whole_partition
     old = before_best_of_n(rw, [a for a, _ in pairs], [c for _, c in pairs])
     for (alt, cap), r, (vecap, used, reason) in zip(pairs, results, old):
         assert (r["fallback_used"], r["reason"]) == (used, reason)
         if used:   # only the fallback's AltText part changed; `always` is the old rule exactly
             a, c = clean_for_prompt(alt, 300), clean_for_prompt(cap, 300)
-            assert fallback(c, a, rw.bounds, mode="always")[0] == vecap
+            assert fallback(c, a, rw.config, mode="always")[0] == vecap
         else:
             assert r["vecap"] == vecap
 
@@ -223,7 +224,7 @@ def test_best_of_n_keeps_the_best_valid_candidate_and_falls_back_only_when_none_
             assert r["vecap"] == verdicts[r["chosen"]].text
         else:
             assert r["fallback_used"] and r["chosen"] is None and r["reason"] == verdicts[0].reason
-            assert r["vecap"] == fallback(c, a, rw.bounds)[0]
+            assert r["vecap"] == fallback(c, a, rw.config)[0]
         assert "hacked" not in r["vecap"].lower()
     # Candidate 0 is the n=1 answer: where one candidate gave an LLM VeCap, four give one too.
     n1 = real_results[1]
@@ -241,7 +242,7 @@ def test_best_of_n_keeps_the_best_valid_candidate_and_falls_back_only_when_none_
 def test_generation_params_record_engine_and_candidates(best_of_4, rewriter):
     from veclip.engines import engine_version
 
-    one = json.loads(rewriter[0].params.as_json())
+    one = json.loads(rewriter[0].params_json())
     assert one["engine"] == "hf" and one["engine_version"] == engine_version("hf") and one["num_candidates"] == 1
     assert "candidate_temperature" not in one
     four = json.loads(best_of_4[0].params_json(batch_size=8))
@@ -265,7 +266,8 @@ def test_a_flagged_alt_text_stays_out_of_the_fallback_and_the_record_says_so(tin
     assert [r["alt_text_in_fallback"] for r in out] == [True, False, True, False]
     assert [(r["candidates"], r["chosen"]) for r in out] == [(1, None)] * 3 + [(0, None)]
     assert out[3]["reason"] == "no_alt_text"
-    never = Rewriter(rw.lm, dataclasses.replace(loader, fallback_alt_text="never"))
+    never_cfg = loader.config.model_copy(update={"fallback_alt_text": "never"})
+    never = Rewriter(rw.lm, dataclasses.replace(loader, config=never_cfg))
     assert never.rewrite(["Red bridge at dusk, San Francisco"], ["a red bridge over the sea"])[0]["vecap"] == \
         "a red bridge over the sea"
 
@@ -290,16 +292,16 @@ def test_several_candidates_of_a_tiny_model_candidate_0_is_greedy_and_the_choice
 
 
 def test_engine_vllm_is_loaded_lazily_and_takes_whole_partitions(tiny_llama, tmp_path, monkeypatch):
-    lm = load_causal_lm(ModelSource(str(tiny_llama)), str(tmp_path), "cpu", "float32")
+    lm = load_causal_lm(ModelSource.from_config(RewriteConfig(model=str(tiny_llama))), str(tmp_path), "cpu", "float32")
     calls, batches = [], []
     fake = types.ModuleType("veclip.rewrite.vllm_lm")
     fake.load_vllm_lm = lambda *args: calls.append(args) or lm
     monkeypatch.setitem(sys.modules, "veclip.rewrite.vllm_lm", fake)
     loader = RewriterLoader.from_config(smollm2_config(tmp_path, f"rewrite.model={tiny_llama}", "rewrite.engine=vllm",
                                                        "rewrite.vllm.max_num_seqs=8", "rewrite.max_new_tokens=4"))
-    assert pickle.loads(pickle.dumps(loader)) == loader and loader.vllm.max_num_seqs == 8
+    assert pickle.loads(pickle.dumps(loader)) == loader and loader.config.vllm.max_num_seqs == 8
     rw = loader("cuda:0")
-    assert calls == [(loader.source, loader.models_dir, "cuda:0", loader.dtype, loader.vllm)]
+    assert calls == [(loader.source, loader.models_dir, "cuda:0", loader.config.dtype, loader.config.vllm)]
     assert rw.whole_partition and rw.lm is lm
     params = json.loads(loader.params_json())
     assert params["engine"] == "vllm" and params["vllm"]["max_num_seqs"] == 8

@@ -27,7 +27,6 @@ from veclip.tables import Tables
 from veclip.train import data
 from veclip.train.checkpoint import Checkpoints
 from veclip.train.loop import TrainSpec
-from veclip.train.samples import SampleSettings
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +41,9 @@ def gold(spark, tmp_path_factory):
 
 
 def settings(pool="dummy", workers=2, batch=16, buffer=32):
-    return data.StreamSettings(SampleSettings("veclip-tiny", 64, 0.5, seed=0), 77, batch, buffer, pool, workers)
+    t = TrainConfig(model="veclip-tiny", p_vecap=0.5, seed=0, batch_size=batch, shuffle_buffer=buffer,
+                    reader_pool=pool, reader_workers=workers)
+    return data.StreamSettings.from_config(t, image_size=64, context_length=77)
 
 
 def read_epochs(files, s, rank=0, epochs=1):
@@ -120,7 +121,7 @@ def spec_file(tmp_path, plan, name, pool, resume=False):
                       checkpoint_every=4, keep_checkpoints=2, shuffle_buffer=32, reader_pool=pool,
                       reader_workers=1, mode="single", seed=3)
     run = tmp_path / name
-    spec = TrainSpec(cfg.model_dump(), plan, str(run / "ckpt"), str(run / "summary.json"), resume=resume)
+    spec = TrainSpec(cfg, plan, str(run / "ckpt"), str(run / "summary.json"), resume=resume)
     path = tmp_path / f"{name}-{int(resume)}.pkl"
     path.write_bytes(pickle.dumps(spec))
     return path, Checkpoints(run / "ckpt")

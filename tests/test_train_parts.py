@@ -15,6 +15,7 @@ from PIL import Image
 from tests.conftest import shared_path
 from tests.gold_fixture import coco_rows
 from veclip.config import ConfigError, load_config
+from veclip.config.train import TrainConfig
 from veclip.train import mixing, optim
 from veclip.train.checkpoint import Checkpoints
 from veclip.train.data import GoldDataError, GoldFile, shard_files, steps_per_epoch
@@ -165,14 +166,15 @@ def test_transform_decodes_real_images_and_flags_bad_rows_without_dropping_them(
     rows[1]["image"] = b"not a jpeg"
     rows[2]["alt_text"], rows[2]["vecap"] = None, None
     pdf = pd.DataFrame(rows)[["key", "image", "alt_text", "vecap"]]
-    tf = SampleTransform(SampleSettings("veclip-tiny", 64, 0.5, seed=1), start_epoch=0, chunks_per_epoch=1)
+    settings = SampleSettings.from_config(TrainConfig(model="veclip-tiny", p_vecap=0.5, seed=1), image_size=64)
+    tf = SampleTransform(settings, start_epoch=0, chunks_per_epoch=1)
     out = tf(pdf)
     assert list(out["key"]) == list(pdf["key"]) and list(out["ok"]) == [True, False, False, True, True, True]
     assert out["image"][0].shape == (3, 64, 64) and out["image"][0].dtype == np.uint8
     assert out["image"][0].std() > 10  # a real photo, not a blank
     assert out["tokens"][0].shape == (77,) and out["tokens"][0][0] == 49406  # <start_of_text>
     assert out["source"][2] == SOURCES[mixing.NONE]
-    again = SampleTransform(SampleSettings("veclip-tiny", 64, 0.5, seed=1), 0, 1)(pdf)
+    again = SampleTransform(settings, 0, 1)(pdf)
     assert np.array_equal(np.stack(out["image"]), np.stack(again["image"]))  # crops are reproducible
     next_epoch = tf(pdf)  # second call of a one-row-group reader = epoch 1: another crop
     assert not np.array_equal(out["image"][0], next_epoch["image"][0])

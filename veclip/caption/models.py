@@ -1,6 +1,6 @@
 """Loading any Hugging Face captioning VLM and captioning a batch of images with it.
 
-    spec = CaptionerSpec(model="llava-hf/llava-1.5-7b-hf", max_new_tokens=40)
+    spec = CaptionerSpec.from_config(cfg.caption)    # caption.model, e.g. llava-hf/llava-1.5-7b-hf
     info = describe(spec)                       # driver side: model type, rendered prompt, revision
     cap = Captioner(spec, device="cuda:0", prompt_text=info.prompt_text)
     cap.caption([pil_image, ...])               # raw decoded texts (clean them with clean.py)
@@ -19,31 +19,34 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
-from veclip.caption.prompt import PAPER_PROMPT, render_prompt
+from veclip.caption.prompt import render_prompt
+from veclip.config.caption import CaptionConfig
 from veclip.devices import torch_dtype
 
 log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CaptionerSpec:
-    """Everything needed to load a captioner and generate with it (picklable, shipped to workers)."""
+    """Everything needed to load a captioner and generate with it: the model fields of the `caption`
+    config section, built by `from_config` (picklable, shipped to workers; hashable, and its repr keys
+    the workers' model cache, so it holds only what shapes the loaded model and its output)."""
 
     model: str
-    revision: Optional[str] = None
-    prompt: Optional[str] = PAPER_PROMPT
-    max_new_tokens: int = 40
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-    generate_kwargs: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
-    engine: str = "hf"                    # caption.engine: hf | vllm
-    vllm: Optional[Any] = None            # caption.vllm (veclip.config.engine.VllmOptions) when engine == vllm
+    revision: Optional[str]
+    prompt: Optional[str]
+    max_new_tokens: int
+    dtype: str
+    trust_remote_code: bool
+    generate_kwargs: tuple[tuple[str, Any], ...]   # caption.generate_kwargs, sorted
+    engine: str                                    # caption.engine: hf | vllm
+    vllm: Optional[Any]                            # caption.vllm (VllmOptions) when engine == vllm, else None
 
     @classmethod
-    def from_config(cls, c) -> "CaptionerSpec":
-        """The spec of a `caption` config section (veclip.config.caption.CaptionConfig)."""
+    def from_config(cls, c: CaptionConfig) -> "CaptionerSpec":
+        """The spec of a `caption` config section."""
         return cls(model=c.model, revision=c.revision, prompt=c.prompt, max_new_tokens=c.max_new_tokens,
                    dtype=c.dtype, trust_remote_code=c.trust_remote_code,
                    generate_kwargs=tuple(sorted(c.generate_kwargs.items())), engine=c.engine,

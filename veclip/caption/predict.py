@@ -1,6 +1,6 @@
 """What runs on a Spark worker: decode a batch of image bytes, caption it, clean the output.
 
-    load = CaptionLoader(spec, prompt_text, max_chars=300)    # picklable, shipped to workers
+    load = CaptionLoader(spec, prompt_text, max_chars=cfg.caption.max_chars)   # picklable, shipped to workers
     predict = load("cuda:0")                                  # loads the model (once per worker)
     predict(batch_df)  # -> one caption str, or an Exception for a row that failed on its own
 
@@ -26,6 +26,7 @@ import pandas as pd
 
 from veclip.caption.clean import clean_caption
 from veclip.caption.models import Captioner, CaptionerSpec
+from veclip.config.caption import CaptionConfig
 from veclip.imaging import DEFAULT_MAX_PIXELS, UndecodableImage, load_rgb, set_pixel_limit
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ class CaptionLoader:
 
     spec: CaptionerSpec
     prompt_text: Optional[str]
-    max_chars: int = 300
+    max_chars: int = CaptionConfig.model_fields["max_chars"].default   # caption.max_chars
     column: str = "image"
     max_pixels: int = DEFAULT_MAX_PIXELS   # ingest.max_pixels: refused above, and Pillow's own limit
 

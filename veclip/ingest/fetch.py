@@ -1,13 +1,13 @@
 """Download image URLs: bounded concurrency, timeouts, retries with backoff, a byte limit, address checks.
 
-    settings = FetchSettings(timeout_s=10, retries=2, max_bytes=20_000_000)
+    settings = IngestConfig(http=HttpConfig(timeout_s=10, retries=2))   # the `ingest` config section
     results = fetch_all(["https://example.com/a.jpg", ...], settings)   # same order as the URLs
     results[0].data or results[0].reason                                 # bytes, or e.g. "http_404"
 
 Only http(s). The host is resolved once and the connection made to the address that was checked,
 so a DNS answer cannot switch a public name to an internal address between check and connect
 (each redirect is checked again). Loopback, private, link-local and other non-global addresses are
-refused (`blocked_address`) unless `allow_private`; an IPv6 address that embeds an IPv4 one
+refused (`blocked_address`) unless `http.allow_private`; an IPv6 address that embeds an IPv4 one
 (IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64, 6to4) is judged by the IPv4 address it
 reaches. A body over `max_bytes` is refused from its Content-Length, or cut off as soon as it grows
 past the limit (`too_large`). `deadline_s` bounds one attempt whole: DNS lookup, connect, TLS,
@@ -17,6 +17,7 @@ Connection errors, timeouts, cut bodies, 429 and 5xx
 are retried `retries` times, waiting `backoff_s`, then twice that, ...; other 4xx are final.
 Reasons: bad_url, dns_error, blocked_address, timeout, connection_error, tls_error, truncated,
 too_large, too_many_redirects, http_<status>.
+The settings are the `ingest` config section: `http.*`, and `max_bytes` for the body.
 """
 
 from __future__ import annotations
@@ -32,24 +33,13 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 from urllib.parse import quote, urljoin, urlsplit
 
+from veclip.config.ingest import IngestConfig
+
 _CHUNK = 64 * 1024
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))  # RFC 6052, RFC 8215
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")        # deprecated ::a.b.c.d (RFC 4291)
 _IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")   # ::ffff:0:a.b.c.d (RFC 2765)
 _TARGET_SAFE = "/?&=:;@!$'()*+,~%[]"   # kept as they are in a request target; the rest is percent-encoded
-
-
-@dataclass(frozen=True)
-class FetchSettings:
-    timeout_s: float = 10.0
-    deadline_s: float = 30.0
-    retries: int = 2
-    backoff_s: float = 0.5
-    concurrency: int = 16
-    allow_private: bool = False
-    user_agent: str = "veclip-ingest/0.1"
-    max_bytes: int = 20_000_000
-    max_redirects: int = 5
 
 
 @dataclass(frozen=True)
@@ -201,7 +191,7 @@ def _resolve(host: str, port: int, allow_private: bool, deadline: _Deadline) -> 
     return ips[0]
 
 
-def _read_body(resp, s: FetchSettings, deadline: _Deadline) -> bytes:
+def _read_body(resp, s: IngestConfig, deadline: _Deadline) -> bytes:
     length = resp.getheader("Content-Length")
     length = int(length) if length and length.isdigit() else None
     if length is not None and length > s.max_bytes:
@@ -229,7 +219,7 @@ def _target(parts) -> str:
     return quote(target, safe=_TARGET_SAFE)
 
 
-def _get(url: str, s: FetchSettings, deadline: _Deadline):
+def _get(url: str, s: IngestConfig, deadline: _Deadline):
     """One GET without redirects: (status, location, content_type, body)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -238,11 +228,11 @@ def _get(url: str, s: FetchSettings, deadline: _Deadline):
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as e:
         raise _Failure("bad_url", f"bad port in {url[:200]!r}: {e}") from None
-    ip = _resolve(parts.hostname, port, s.allow_private, deadline)
+    ip = _resolve(parts.hostname, port, s.http.allow_private, deadline)
     cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
     conn = cls(parts.hostname, port, ip, deadline)
     try:
-        conn.request("GET", _target(parts), headers={"User-Agent": s.user_agent, "Accept": "image/*,*/*;q=0.5"})
+        conn.request("GET", _target(parts), headers={"User-Agent": s.http.user_agent, "Accept": "image/*,*/*;q=0.5"})
         resp = conn.getresponse()
         ctype = resp.getheader("Content-Type")
         if 300 <= resp.status < 400 and resp.getheader("Location"):
@@ -256,8 +246,8 @@ def _get(url: str, s: FetchSettings, deadline: _Deadline):
         conn.close()
 
 
-def _attempt(url: str, s: FetchSettings) -> FetchResult:
-    deadline = _Deadline(s.deadline_s, s.timeout_s)   # one budget for every redirect of this attempt
+def _attempt(url: str, s: IngestConfig) -> FetchResult:
+    deadline = _Deadline(s.http.deadline_s, s.http.timeout_s)   # one budget for every redirect of this attempt
     try:
         return _follow(url, s, deadline)
     except _Failure:
@@ -270,47 +260,47 @@ def _attempt(url: str, s: FetchSettings) -> FetchResult:
         deadline.cancel()
 
 
-def _failure_of(e: Exception, s: FetchSettings) -> Exception:
+def _failure_of(e: Exception, s: IngestConfig) -> Exception:
     """The _Failure of a network exception (others are returned as they are)."""
     if isinstance(e, ssl.SSLError):
         return _Failure("tls_error", f"TLS: {e}")
     if isinstance(e, http.client.IncompleteRead):
         return _Failure("truncated", f"body cut short: got {len(e.partial):,} bytes", retry=True)
     if isinstance(e, (socket.timeout, TimeoutError)):
-        return _Failure("timeout", f"no answer within timeout_s={s.timeout_s}: {e}", retry=True)
+        return _Failure("timeout", f"no answer within timeout_s={s.http.timeout_s}: {e}", retry=True)
     if isinstance(e, (OSError, http.client.HTTPException)):
         return _Failure("connection_error", f"{type(e).__name__}: {e}", retry=True)
     return e
 
 
-def _follow(url: str, s: FetchSettings, deadline: _Deadline) -> FetchResult:
+def _follow(url: str, s: IngestConfig, deadline: _Deadline) -> FetchResult:
     current = url
-    for _ in range(s.max_redirects + 1):
+    for _ in range(s.http.max_redirects + 1):
         status, location, ctype, body = _get(current, s, deadline)
         if location is None:
             return FetchResult(data=body, status=status, content_type=ctype)
         current = location
-    raise _Failure("too_many_redirects", f"more than max_redirects={s.max_redirects} redirects")
+    raise _Failure("too_many_redirects", f"more than max_redirects={s.http.max_redirects} redirects")
 
 
-def fetch(url: str, s: FetchSettings) -> FetchResult:
+def fetch(url: str, s: IngestConfig) -> FetchResult:
     """Download one URL with retries; never raises."""
-    for attempt in range(s.retries + 1):
+    for attempt in range(s.http.retries + 1):
         try:
             result = _attempt(url, s)
             return FetchResult(result.data, None, None, result.status, result.content_type, attempt + 1)
         except _Failure as f:
-            if not f.retry or attempt == s.retries:
+            if not f.retry or attempt == s.http.retries:
                 return FetchResult(None, f.reason, f"{f.detail} (attempts: {attempt + 1})", f.status, None, attempt + 1)
         except Exception as e:  # noqa: BLE001 - an unexpected error is this URL's failure, not the task's
             return FetchResult(None, "connection_error", f"{type(e).__name__}: {e}", None, None, attempt + 1)
-        time.sleep(s.backoff_s * (2 ** attempt))
+        time.sleep(s.http.backoff_s * (2 ** attempt))
     raise AssertionError("unreachable")
 
 
-def fetch_all(urls: Sequence[str], s: FetchSettings) -> list[FetchResult]:
-    """Fetch URLs with at most `s.concurrency` requests in flight; results in input order."""
+def fetch_all(urls: Sequence[str], s: IngestConfig) -> list[FetchResult]:
+    """Fetch URLs with at most `s.http.concurrency` requests in flight; results in input order."""
     if not urls:
         return []
-    with ThreadPoolExecutor(max_workers=min(s.concurrency, len(urls))) as pool:
+    with ThreadPoolExecutor(max_workers=min(s.http.concurrency, len(urls))) as pool:
         return list(pool.map(lambda u: fetch(u, s), urls))

@@ -1,6 +1,6 @@
 """Image bytes -> accepted (size, format, mode, sha256) or rejected with a machine-readable reason.
 
-    check = inspect_image(data, ImageLimits(min_side=32, max_pixels=89_478_485, max_bytes=20_000_000))
+    check = inspect_image(data, cfg.ingest)   # limits: min_side, max_pixels, max_bytes, image_formats
     check.reason   # None when accepted, else e.g. "truncated"
 
 Order of checks: missing -> zero bytes -> too many bytes -> header (format among the accepted ones)
@@ -23,7 +23,7 @@ from typing import Optional
 
 from PIL import Image, UnidentifiedImageError
 
-DEFAULT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+from veclip.config.ingest import IngestConfig
 
 # Reasons an image is refused (the `reason` column of quarantine).
 MISSING_IMAGE = "missing_image"
@@ -40,14 +40,6 @@ _SIGNATURES = {
     b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF",
     b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
 }
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    min_side: int = 32
-    max_pixels: int = 89_478_485
-    max_bytes: int = 20_000_000
-    formats: tuple[str, ...] = DEFAULT_FORMATS
 
 
 @dataclass(frozen=True)
@@ -77,12 +69,12 @@ def sniff(data: bytes) -> Optional[str]:
     return None
 
 
-def _allowed_formats(limits: ImageLimits) -> list[str]:
+def _allowed_formats(limits: IngestConfig) -> list[str]:
     Image.init()  # registers every plugin, so that the names below resolve
-    return [f for f in (x.upper() for x in limits.formats) if f in Image.OPEN]
+    return [f for f in (x.upper() for x in limits.image_formats) if f in Image.OPEN]
 
 
-def _open(data: bytes, limits: ImageLimits):
+def _open(data: bytes, limits: IngestConfig):
     """(image, None) or (None, ImageCheck with the reason)."""
     try:
         with warnings.catch_warnings():
@@ -97,8 +89,8 @@ def _open(data: bytes, limits: ImageLimits):
                 return None, ImageCheck(TRUNCATED, f"{known} data ends inside the header ({len(data)} bytes)")
             return None, ImageCheck(CORRUPT, f"{known} signature but unreadable header: {type(e).__name__}")
         if known:
-            return None, ImageCheck(NOT_AN_IMAGE, f"{known} is not an accepted format {list(limits.formats)}")
-        return None, ImageCheck(NOT_AN_IMAGE, f"not a {'/'.join(limits.formats)} image (starts {data[:8]!r})")
+            return None, ImageCheck(NOT_AN_IMAGE, f"{known} is not an accepted format {list(limits.image_formats)}")
+        return None, ImageCheck(NOT_AN_IMAGE, f"not a {'/'.join(limits.image_formats)} image (starts {data[:8]!r})")
 
 
 def ends_early(fmt: str, data: bytes) -> bool:
@@ -131,15 +123,16 @@ def _decode(img, data: bytes) -> Optional[ImageCheck]:
         return ImageCheck(CORRUPT, f"{img.format} does not decode: {type(e).__name__}: {msg}")
 
 
-def inspect_image(data: Optional[bytes], limits: ImageLimits = ImageLimits()) -> ImageCheck:
-    """Check encoded image bytes against `limits`; never raises on bad data."""
+def inspect_image(data: Optional[bytes], limits: Optional[IngestConfig] = None) -> ImageCheck:
+    """Check encoded image bytes against the limits of `limits` (an `ingest` config section; None: the
+    defaults); never raises on bad data."""
     try:
-        return _inspect(data, limits)
+        return _inspect(data, IngestConfig() if limits is None else limits)
     except Exception as e:  # noqa: BLE001 - a decoder bug on one image must not fail the whole task
         return ImageCheck(CORRUPT, f"unexpected {type(e).__name__} while checking: {e}")
 
 
-def _inspect(data: Optional[bytes], limits: ImageLimits) -> ImageCheck:
+def _inspect(data: Optional[bytes], limits: IngestConfig) -> ImageCheck:
     if data is None:
         return ImageCheck(MISSING_IMAGE, "no image bytes for this sample")
     if len(data) == 0:

@@ -1,7 +1,9 @@
 """Read one input file into Samples: img2dataset parquet, URL tables (parquet/CSV/JSONL), VeCap JSON.
 
-    for sample in read_samples("/crawl/urls.csv", "url_table", Columns()): ...
+    for sample in read_samples("/crawl/urls.csv", "url_table", cfg.ingest): ...
 
+The `ingest` config section names the columns (`url_column`, `text_column`, `image_column`, matched
+case-insensitively) and bounds webdataset members (`max_bytes`).
 Webdataset shards are read by veclip.ingest.webdataset. Readers run inside Spark tasks, one file
 each, streaming (parquet row batches, CSV/JSONL line by line; VeCap JSON is one object and is
 loaded whole). Text is repaired, never an error: invalid UTF-8 bytes are decoded as U+FFFD, and
@@ -16,12 +18,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from veclip.config.ingest import IngestConfig
 from veclip.ingest.images import MISSING_IMAGE
 from veclip.ingest.records import Sample
 from veclip.ingest.webdataset import read_webdataset
@@ -30,16 +32,6 @@ CORRUPT_SOURCE, BAD_RECORD, MISSING_URL = "corrupt_source", "bad_record", "missi
 TEXT_FALLBACKS = ("caption", "text", "alt_text", "alttext", "alt")
 IMAGE_FALLBACKS = ("jpg", "png", "webp", "image", "bytes")
 _BATCH_ROWS = 256
-
-
-@dataclass(frozen=True)
-class Columns:
-    """Configured column names (matched case-insensitively) plus the limit on image bytes."""
-
-    url: str = "url"
-    text: str = "caption"
-    image: str = "jpg"
-    max_bytes: int = 20_000_000
 
 
 def find_column(names: Iterable[str], wanted: str, fallbacks: tuple[str, ...] = ()) -> Optional[str]:
@@ -88,13 +80,14 @@ def _parquet_rows(path: str, wanted: dict) -> Iterator[dict]:
             yield {name: (data[col][i] if col else None) for name, col in wanted.items()}
 
 
-def read_image_parquet(path: str, cols: Columns) -> Iterator[Sample]:
+def read_image_parquet(path: str, cols: IngestConfig) -> Iterator[Sample]:
     """img2dataset `output_format=parquet`: an image-bytes column beside key, url, caption, status."""
     n = 0
     try:
         names = pq.read_schema(path).names
-        wanted = {"image": find_column(names, cols.image, IMAGE_FALLBACKS), "url": find_column(names, cols.url),
-                  "text": find_column(names, cols.text, TEXT_FALLBACKS), "key": find_column(names, "key"),
+        wanted = {"image": find_column(names, cols.image_column, IMAGE_FALLBACKS),
+                  "url": find_column(names, cols.url_column),
+                  "text": find_column(names, cols.text_column, TEXT_FALLBACKS), "key": find_column(names, "key"),
                   "error": find_column(names, "error_message")}
         for row in _parquet_rows(path, wanted):
             sid = _str(row["key"]) or str(n)
@@ -129,19 +122,19 @@ def _jsonl_rows(path: str) -> Iterator[object]:
                 yield ValueError(f"not JSON: {e}: {line[:80]!r}")
 
 
-def read_url_table(path: str, cols: Columns) -> Iterator[Sample]:
+def read_url_table(path: str, cols: IngestConfig) -> Iterator[Sample]:
     """URL + AltText rows; the images are fetched later (veclip.ingest.fetch)."""
     n = 0
     try:
         lower = path.lower()
         if lower.endswith(".parquet"):
             names = pq.read_schema(path).names
-            if find_column(names, cols.url) is None:
-                raise ValueError(f"no URL column {cols.url!r} (ingest.url_column) among {names}")
-            rows: Iterable = _parquet_rows(path, {"url": find_column(names, cols.url),
-                                                  "text": find_column(names, cols.text, TEXT_FALLBACKS)})
+            if find_column(names, cols.url_column) is None:
+                raise ValueError(f"no URL column {cols.url_column!r} (ingest.url_column) among {names}")
+            rows: Iterable = _parquet_rows(path, {"url": find_column(names, cols.url_column),
+                                                  "text": find_column(names, cols.text_column, TEXT_FALLBACKS)})
         else:
-            rows = _csv_rows(path, cols.url) if lower.endswith((".csv", ".tsv")) else _jsonl_rows(path)
+            rows = _csv_rows(path, cols.url_column) if lower.endswith((".csv", ".tsv")) else _jsonl_rows(path)
         url_col = text_col = None
         for row in rows:
             sid = str(n)
@@ -151,8 +144,8 @@ def read_url_table(path: str, cols: Columns) -> Iterator[Sample]:
                              else f"line is a JSON {type(row).__name__}, not an object")
                 continue
             if url_col is None:
-                url_col = find_column(row, cols.url) or cols.url
-                text_col = find_column(row, cols.text, TEXT_FALLBACKS) or cols.text
+                url_col = find_column(row, cols.url_column) or cols.url_column
+                text_col = find_column(row, cols.text_column, TEXT_FALLBACKS) or cols.text_column
             yield _url_sample(sid, row.get(url_col), row.get(text_col))
     except Exception as e:  # noqa: BLE001
         yield _corrupt(n, e)
@@ -177,7 +170,7 @@ def read_vecap_json(path: str) -> Iterator[Sample]:
         yield _url_sample(str(i), url, caption)
 
 
-def read_samples(path: str, fmt: str, cols: Columns) -> Iterator[Sample]:
+def read_samples(path: str, fmt: str, cols: IngestConfig) -> Iterator[Sample]:
     """Dispatch on the input format (see veclip.ingest.inputs.detect_format)."""
     if fmt == "webdataset":
         return read_webdataset(path, cols.max_bytes)

@@ -20,7 +20,8 @@ from typing import Optional
 
 import pyarrow as pa
 
-from veclip.ingest.images import ImageLimits, inspect_image
+from veclip.config.ingest import IngestConfig
+from veclip.ingest.images import inspect_image
 from veclip.ingest.text import clean_alt_text, repair_text
 
 BRONZE_OUTCOME, QUARANTINE_OUTCOME = "bronze", "quarantine"
@@ -94,11 +95,12 @@ def pending(sample: Sample, source: str, source_format: str) -> dict:
             "source_format": source_format}
 
 
-def to_row(sample: Sample, source: str, source_format: str, limits: ImageLimits, max_chars: int) -> dict:
-    """The INGESTED row of a sample: inspected, cleaned, keyed, with its outcome."""
+def to_row(sample: Sample, source: str, source_format: str, cfg: IngestConfig) -> dict:
+    """The INGESTED row of a sample: inspected against the image limits of the `ingest` config
+    section, AltText cleaned to `alt_text_max_chars`, keyed, with its outcome."""
     if sample.reason:
         return rejected(sample, source, source_format, sample.reason, sample.detail)
-    check = inspect_image(sample.image, limits)
+    check = inspect_image(sample.image, cfg)
     if not check.ok:
         return rejected(sample, source, source_format, check.reason, check.detail)
     url = _clean_url(sample.url)
@@ -106,7 +108,8 @@ def to_row(sample: Sample, source: str, source_format: str, limits: ImageLimits,
             "reason": None, "detail": None, "url": url, "image": sample.image,
             "image_sha256": check.sha256, "width": check.width, "height": check.height,
             "image_format": check.format, "image_mode": check.mode,
-            "alt_text_raw": sample.alt_text_raw, "alt_text": clean_alt_text(sample.alt_text_raw, max_chars),
+            "alt_text_raw": sample.alt_text_raw,
+            "alt_text": clean_alt_text(sample.alt_text_raw, cfg.alt_text_max_chars),
             "source": source, "source_key": sample.source_key, "source_format": source_format}
 
 

@@ -35,12 +35,9 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from veclip.config import Config
 from veclip.ingest import ledger, retry
-from veclip.ingest.fetch import FetchSettings
-from veclip.ingest.images import ImageLimits
 from veclip.ingest.inputs import InputFile, expand_inputs
-from veclip.ingest.readers import Columns
 from veclip.ingest.records import BRONZE_OUTCOME, INGESTED, QUARANTINE_OUTCOME
-from veclip.ingest.tasks import TaskOptions, fetch_images, read_files, read_url_rows
+from veclip.ingest.tasks import fetch_images, read_files, read_url_rows
 from veclip.progress import SparkProgress
 from veclip.report import StageReport
 from veclip.schemas import BRONZE, QUARANTINE
@@ -52,16 +49,6 @@ STAGE = "ingest"
 URL_FORMATS = ("url_table", "vecap_json")
 INGESTED_SPARK = from_arrow_schema(INGESTED)
 TOTALS = ("read", "bronze", "quarantine", "already_present", "duplicate_in_input")
-
-
-def task_options(cfg: Config) -> TaskOptions:
-    ic, http = cfg.ingest, cfg.ingest.http
-    return TaskOptions(
-        columns=Columns(ic.url_column, ic.text_column, ic.image_column, ic.max_bytes),
-        limits=ImageLimits(ic.min_side, ic.max_pixels, ic.max_bytes, tuple(ic.image_formats)),
-        fetch=FetchSettings(http.timeout_s, http.deadline_s, http.retries, http.backoff_s, http.concurrency,
-                            http.allow_private, http.user_agent, ic.max_bytes, http.max_redirects),
-        alt_text_max_chars=ic.alt_text_max_chars)
 
 
 def retry_requested(cfg: Config, retry_quarantined: bool = False) -> bool:
@@ -104,22 +91,23 @@ def _counts(df: DataFrame) -> list[tuple]:
     return [(r["source"], r["fate"], r["outcome"], r["reason"], int(r["count"])) for r in rows]
 
 
-def _url_samples(spark: SparkSession, files: list[InputFile], opts: TaskOptions, cfg: Config,
+def _url_samples(spark: SparkSession, files: list[InputFile], cfg: Config,
                  existing: Optional[DataFrame]) -> tuple[DataFrame, list[tuple], DataFrame]:
     """URL rows -> (downloaded rows of new keys, counts of all URL rows, the persisted URL rows)."""
-    rows = spark.range(len(files), numPartitions=len(files)).mapInArrow(read_url_rows(files, opts), INGESTED_SPARK)
+    rows = spark.range(len(files), numPartitions=len(files)).mapInArrow(read_url_rows(files, cfg.ingest),
+                                                                         INGESTED_SPARK)
     fated = with_fate(rows, existing).persist(StorageLevel.MEMORY_AND_DISK)
     counts = _counts(fated)
     n_new = sum(n for _, fate, _, _, n in counts if fate == "new")
     tasks = max(1, math.ceil(n_new / cfg.ingest.urls_per_partition))
     log.info("ingest: %d URL rows to download in %d tasks", n_new, tasks)
     todo = fated.where(F.col("fate") == "new").drop("fate").repartition(tasks)
-    return todo.mapInArrow(fetch_images(opts), INGESTED_SPARK), counts, fated
+    return todo.mapInArrow(fetch_images(cfg.ingest), INGESTED_SPARK), counts, fated
 
 
-def _file_samples(spark: SparkSession, files: list[InputFile], opts: TaskOptions, cfg: Config) -> DataFrame:
+def _file_samples(spark: SparkSession, files: list[InputFile], cfg: Config) -> DataFrame:
     tasks = max(1, math.ceil(len(files) / cfg.ingest.files_per_partition))
-    return spark.range(len(files), numPartitions=tasks).mapInArrow(read_files(files, opts), INGESTED_SPARK)
+    return spark.range(len(files), numPartitions=tasks).mapInArrow(read_files(files, cfg.ingest), INGESTED_SPARK)
 
 
 def bronze_rows(fated: DataFrame, run_time: datetime) -> DataFrame:
@@ -215,16 +203,15 @@ def _select_files(cfg: Config, files: list[InputFile], seen: dict, report: Stage
 def _samples(spark: SparkSession, cfg: Config, todo: list[InputFile], existing: Optional[DataFrame],
              cached: list[DataFrame]) -> tuple[Optional[DataFrame], list[tuple], list[tuple]]:
     """(every sample of the files with its fate, persisted; counts of URL rows; counts of samples)."""
-    opts = task_options(cfg)
     url_files = [f for f in todo if f.format in URL_FORMATS]
     shard_files = [f for f in todo if f.format not in URL_FORMATS]
     parts, url_counts = [], []
     if url_files:
-        fetched, url_counts, url_rows = _url_samples(spark, url_files, opts, cfg, existing)
+        fetched, url_counts, url_rows = _url_samples(spark, url_files, cfg, existing)
         cached.append(url_rows)
         parts.append(fetched)
     if shard_files:
-        parts.append(_file_samples(spark, shard_files, opts, cfg))
+        parts.append(_file_samples(spark, shard_files, cfg))
     if not parts:
         return None, url_counts, []
     # A local checkpoint, not persist(): `existing` reads bronze and quarantine, so the MERGE into bronze

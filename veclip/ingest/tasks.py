@@ -1,38 +1,29 @@
 """What runs inside Spark tasks (`mapInArrow`): read files, fetch URLs, inspect images, emit rows.
 
-    spark.range(len(files), numPartitions=n).mapInArrow(read_files(files, opts), INGESTED_SPARK)
+    spark.range(len(files), numPartitions=n).mapInArrow(read_files(files, cfg.ingest), INGESTED_SPARK)
 
-The driver only ships file paths and settings; image bytes are read, fetched and inspected in the
-tasks and go straight from there to Delta. Every function returned here is a picklable closure
-over plain dataclasses, and never raises on bad data (see the readers).
+The driver only ships file paths and the `ingest` config section; image bytes are read, fetched and
+inspected in the tasks and go straight from there to Delta. Every function returned here is a
+picklable closure over the file list and that section, and never raises on bad data (see the readers).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import pyarrow as pa
 
-from veclip.ingest.fetch import FetchSettings, fetch_all
-from veclip.ingest.images import ImageLimits
+from veclip.config.ingest import IngestConfig
+from veclip.ingest.fetch import fetch_all
 from veclip.ingest.inputs import InputFile
-from veclip.ingest.readers import Columns, read_samples
+from veclip.ingest.readers import read_samples
 from veclip.ingest.records import Sample, batches, pending, to_row
 
 log = logging.getLogger(__name__)
 
 READER_ERROR = "reader_error"
 ArrowFn = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
-
-
-@dataclass(frozen=True)
-class TaskOptions:
-    columns: Columns
-    limits: ImageLimits
-    fetch: FetchSettings
-    alt_text_max_chars: int = 1000
 
 
 def _file_ids(batches_in: Iterator[pa.RecordBatch]) -> Iterator[int]:
@@ -54,7 +45,7 @@ def guarded(samples: Iterator[Sample]) -> Iterator[Sample]:
                      f"{type(e).__name__}: {e}; the rest of the file is read again next run")
 
 
-def read_files(files: Sequence[InputFile], opts: TaskOptions) -> ArrowFn:
+def read_files(files: Sequence[InputFile], cfg: IngestConfig) -> ArrowFn:
     """Task: file ids -> INGESTED rows of the samples in those files (webdataset, image parquet)."""
     files = list(files)
 
@@ -62,49 +53,49 @@ def read_files(files: Sequence[InputFile], opts: TaskOptions) -> ArrowFn:
         for i in _file_ids(batches_in):
             f = files[i]
             log.info("ingest: reading %s (%s)", f.source, f.format)
-            rows = (to_row(s, f.source, f.format, opts.limits, opts.alt_text_max_chars)
-                    for s in guarded(read_samples(f.path, f.format, opts.columns)))
+            rows = (to_row(s, f.source, f.format, cfg)
+                    for s in guarded(read_samples(f.path, f.format, cfg)))
             yield from batches(rows)
 
     return run
 
 
-def read_url_rows(files: Sequence[InputFile], opts: TaskOptions) -> ArrowFn:
+def read_url_rows(files: Sequence[InputFile], cfg: IngestConfig) -> ArrowFn:
     """Task: file ids -> one INGESTED row per URL row, images not fetched yet (outcome null)."""
     files = list(files)
 
     def run(batches_in: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for i in _file_ids(batches_in):
             f = files[i]
-            samples = guarded(read_samples(f.path, f.format, opts.columns))
+            samples = guarded(read_samples(f.path, f.format, cfg))
             yield from batches(pending(s, f.source, f.format) for s in samples)
 
     return run
 
 
-def _fetched_rows(rows: list[dict], opts: TaskOptions) -> Iterator[dict]:
+def _fetched_rows(rows: list[dict], cfg: IngestConfig) -> Iterator[dict]:
     todo = [r for r in rows if r["outcome"] is None]
-    results = iter(fetch_all([r["url"] for r in todo], opts.fetch))
+    results = iter(fetch_all([r["url"] for r in todo], cfg))
     for r in rows:
         if r["outcome"] is not None:  # rejected by the reader (bad record, missing URL, ...)
             yield r
             continue
         got = next(results)
         sample = Sample(r["source_key"], r["url"], r["alt_text_raw"], got.data, got.reason, got.detail)
-        row = to_row(sample, r["source"], r["source_format"], opts.limits, opts.alt_text_max_chars)
+        row = to_row(sample, r["source"], r["source_format"], cfg)
         if row["outcome"] != "bronze" and got.content_type and got.reason is None:
             row["detail"] = f"{row['detail']} (Content-Type: {got.content_type})"
         yield row
 
 
-def fetch_images(opts: TaskOptions) -> ArrowFn:
-    """Task: URL rows -> INGESTED rows, fetching `4 x concurrency` URLs at a time (bounded memory)."""
-    chunk = max(1, 4 * opts.fetch.concurrency)
+def fetch_images(cfg: IngestConfig) -> ArrowFn:
+    """Task: URL rows -> INGESTED rows, fetching `4 x http.concurrency` URLs at a time (bounded memory)."""
+    chunk = max(1, 4 * cfg.http.concurrency)
 
     def run(batches_in: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches_in:
             rows = batch.to_pylist()
             for start in range(0, len(rows), chunk):
-                yield from batches(_fetched_rows(rows[start:start + chunk], opts))
+                yield from batches(_fetched_rows(rows[start:start + chunk], cfg))
 
     return run

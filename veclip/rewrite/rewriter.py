@@ -30,12 +30,12 @@ standalone benchmark: the same code either way.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import pandas as pd
 
-from veclip.config.engine import VllmOptions
+from veclip.config.rewrite import RewriteConfig
 from veclip.engines import engine_version
 from veclip.rewrite.models import CausalLM, Generation, ModelSource, load_causal_lm
 from veclip.rewrite.prompt import PromptSpec, clean_for_prompt, fuse_messages, load_prompt, render
@@ -44,83 +44,56 @@ from veclip.rewrite.validate import Verdict, fallback_alt, fallback_text, valida
 
 
 @dataclass(frozen=True)
-class GenerationParams:
-    max_new_tokens: int = 48
-    temperature: float = 0.0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    engine: str = "hf"
-    num_candidates: int = 1
-    candidate_temperature: float = 0.8
-
-    def as_json(self, **extra) -> str:
-        d = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
-             "do_sample": self.temperature > 0, "repetition_penalty": self.repetition_penalty,
-             "engine": self.engine, "engine_version": engine_version(self.engine),
-             "num_candidates": self.num_candidates}
-        if self.temperature > 0 or self.num_candidates > 1:
-            d["top_p"] = self.top_p
-        if self.num_candidates > 1:
-            d["candidate_temperature"] = self.candidate_temperature
-        return json.dumps({**d, **extra}, sort_keys=True)
-
-
-@dataclass(frozen=True)
-class Bounds:
-    alt_text_max_chars: int = 300
-    caption_max_chars: int = 300
-    max_clip_tokens: int = 77
-
-
-@dataclass(frozen=True)
 class RewriterLoader:
-    """Everything a worker needs to rewrite: model source, prompt (already read), parameters, engine."""
+    """Everything a worker needs to rewrite: the `rewrite` config section (generation parameters,
+    bounds, engine, fallback mode), the model source, the model cache and the prompt (already read)."""
 
+    config: RewriteConfig
     source: ModelSource
     models_dir: str
     spec: PromptSpec
-    params: GenerationParams = field(default_factory=GenerationParams)
-    bounds: Bounds = field(default_factory=Bounds)
-    dtype: str = "auto"
-    vllm: VllmOptions = field(default_factory=VllmOptions)
-    fallback_alt_text: str = "informative"
 
     @classmethod
     def from_config(cls, cfg) -> "RewriterLoader":
         r = cfg.rewrite
-        return cls(source=ModelSource(r.model, r.gguf_file, r.revision, r.trust_remote_code),
-                   models_dir=cfg.paths.models_dir, spec=load_prompt(r.prompt_file),
-                   params=GenerationParams(r.max_new_tokens, r.temperature, r.top_p, r.repetition_penalty,
-                                           r.engine, r.num_candidates, r.candidate_temperature),
-                   bounds=Bounds(r.alt_text_max_chars, r.caption_max_chars, r.max_clip_tokens), dtype=r.dtype,
-                   vllm=r.vllm, fallback_alt_text=r.fallback_alt_text)
+        return cls(config=r, source=ModelSource.from_config(r), models_dir=cfg.paths.models_dir,
+                   spec=load_prompt(r.prompt_file))
 
-    # The generation settings live in `params` (recorded with every row); these read them.
     @property
     def engine(self) -> str:
-        return self.params.engine
+        return self.config.engine
 
     @property
     def num_candidates(self) -> int:
-        return self.params.num_candidates
+        return self.config.num_candidates
 
     @property
     def candidate_temperature(self) -> float:
-        return self.params.candidate_temperature
+        return self.config.candidate_temperature
 
     def params_json(self, **extra) -> str:
-        """`params.as_json` plus what else shapes a VeCap: the fallback mode, and vLLM's settings on vllm."""
-        more = {"fallback_alt_text": self.fallback_alt_text}
-        if self.engine == "vllm":
-            more["vllm"] = self.vllm.model_dump()
-        return self.params.as_json(**more, **extra)
+        """The `generation_params` JSON: the generation settings, the engine and its version, the fallback
+        mode, vLLM's settings on vllm; top_p only where it acts (sampling or n > 1), the candidates'
+        temperature only with n > 1; then `extra`."""
+        r = self.config
+        d = {"max_new_tokens": r.max_new_tokens, "temperature": r.temperature, "do_sample": r.temperature > 0,
+             "repetition_penalty": r.repetition_penalty, "engine": r.engine,
+             "engine_version": engine_version(r.engine), "num_candidates": r.num_candidates,
+             "fallback_alt_text": r.fallback_alt_text}
+        if r.temperature > 0 or r.num_candidates > 1:
+            d["top_p"] = r.top_p
+        if r.num_candidates > 1:
+            d["candidate_temperature"] = r.candidate_temperature
+        if r.engine == "vllm":
+            d["vllm"] = r.vllm.model_dump()
+        return json.dumps({**d, **extra}, sort_keys=True)
 
     def load_lm(self, device: str):
         if self.engine == "vllm":
             from veclip.rewrite.vllm_lm import load_vllm_lm   # heavy: only when asked for
 
-            return load_vllm_lm(self.source, self.models_dir, device, self.dtype, self.vllm)
-        return load_causal_lm(self.source, self.models_dir, device, self.dtype)
+            return load_vllm_lm(self.source, self.models_dir, device, self.config.dtype, self.config.vllm)
+        return load_causal_lm(self.source, self.models_dir, device, self.config.dtype)
 
     def __call__(self, device: str) -> "Rewriter":
         return Rewriter(self.load_lm(device), self)
@@ -133,36 +106,35 @@ def _flags(low_info: Optional[Sequence], n: int) -> list[bool]:
     return [False if x is None or pd.isna(x) else bool(x) for x in low_info]
 
 
-def judge_candidates(outputs: Sequence[Generation], alt: str, cap: str, spec: Optional[PromptSpec] = None,
-                     bounds: Bounds = Bounds(), special_tokens: Sequence[str] = (), low_info: bool = False,
-                     fallback_mode: str = "informative") -> tuple[dict, list[Verdict]]:
-    """(result dict, each candidate's Verdict) for one row's candidates: the best valid one, else the fallback.
-    Pure: no model. `alt`/`cap` are the cleaned texts the prompt quoted."""
-    b = bounds
-    verdicts = [validate(g.text, alt, cap, spec, b.max_clip_tokens, special_tokens, g.truncated) for g in outputs]
+def judge_candidates(outputs: Sequence[Generation], alt: str, cap: str, spec: Optional[PromptSpec],
+                     cfg: RewriteConfig, special_tokens: Sequence[str] = (),
+                     low_info: bool = False) -> tuple[dict, list[Verdict]]:
+    """(result dict, each candidate's Verdict) for one row's candidates: the best valid one, else the fallback
+    (`cfg.fallback_alt_text`). Pure: no model. `alt`/`cap` are the cleaned texts the prompt quoted."""
+    verdicts = [validate(g.text, alt, cap, spec, cfg.max_clip_tokens, special_tokens, g.truncated) for g in outputs]
     chosen = choose([v.text if v.ok else None for v in verdicts], alt, cap, low_info)
     if chosen is not None:
         return ({"vecap": verdicts[chosen].text, "fallback_used": False, "reason": None,
                  "candidates": len(outputs), "chosen": chosen, "alt_text_in_fallback": False}, verdicts)
-    vecap, kept = fallback(cap, alt, b, low_info, fallback_mode)
+    vecap, kept = fallback(cap, alt, cfg, low_info)
     return ({"vecap": vecap, "fallback_used": True, "reason": verdicts[0].reason if verdicts else "empty",
              "candidates": len(outputs), "chosen": None, "alt_text_in_fallback": kept}, verdicts)
 
 
-def fallback(cap: str, alt: Optional[str], bounds: Bounds = Bounds(), low_info: bool = False,
-             mode: str = "informative") -> tuple[str, bool]:
-    """(the fallback VeCap, whether it kept any AltText words) under `rewrite.fallback_alt_text` = `mode`."""
-    b = bounds
-    text = fallback_text(cap, fallback_alt(alt, mode, low_info, b.alt_text_max_chars), b.max_clip_tokens)
-    return text, text != fallback_text(cap, None, b.max_clip_tokens)
+def fallback(cap: str, alt: Optional[str], cfg: RewriteConfig, low_info: bool = False,
+             mode: Optional[str] = None) -> tuple[str, bool]:
+    """(the fallback VeCap, whether it kept any AltText words) under `mode` (default:
+    `cfg.fallback_alt_text`), within `cfg`'s bounds."""
+    alt_part = fallback_alt(alt, mode or cfg.fallback_alt_text, low_info, cfg.alt_text_max_chars)
+    text = fallback_text(cap, alt_part, cfg.max_clip_tokens)
+    return text, text != fallback_text(cap, None, cfg.max_clip_tokens)
 
 
 class Rewriter:
     """The per-worker predictor: `predict(batch)` returns one JSON result per row."""
 
     def __init__(self, lm: CausalLM, loader: RewriterLoader):
-        self.lm, self.spec, self.params, self.bounds = lm, loader.spec, loader.params, loader.bounds
-        self.fallback_alt_text = loader.fallback_alt_text
+        self.lm, self.spec, self.config = lm, loader.spec, loader.config
         # vLLM batches continuously: veclip.inference hands it a whole partition at once.
         self.whole_partition = loader.engine == "vllm"
         # Instruction + few-shot turns: the same for every sample, so encoded once (KV cache).
@@ -178,7 +150,7 @@ class Rewriter:
 
     def candidates(self, prompts: list[str]) -> list[list[Generation]]:
         """Per prompt: candidate 0 at `temperature`, then num_candidates - 1 sampled at candidate_temperature."""
-        p = self.params
+        p = self.config
         first = self.lm.generate(prompts, p.max_new_tokens, p.temperature, p.top_p, p.repetition_penalty,
                                  prefix=self.prefix)
         if p.num_candidates <= 1:
@@ -195,7 +167,7 @@ class Rewriter:
         """One result dict per row; a row without caption text gets a ValueError (its `error`).
         `low_info`: dedupe's alt_text_low_info per row (None: all False). With `return_candidates`,
         (results, per row the list of candidate Generations, or None when the model was not asked)."""
-        b = self.bounds
+        b = self.config
         alts = [clean_for_prompt(a, b.alt_text_max_chars) for a in alt_texts]
         caps = [clean_for_prompt(c, b.caption_max_chars) for c in captions]
         lows = _flags(low_info, len(alts))
@@ -217,8 +189,7 @@ class Rewriter:
         return (results, gens_of) if return_candidates else results
 
     def judge_candidates(self, gens: Sequence[Generation], alt: str, cap: str, low_info: bool = False) -> dict:
-        return judge_candidates(gens, alt, cap, self.spec, self.bounds, self.lm.special_tokens, low_info,
-                                self.fallback_alt_text)[0]
+        return judge_candidates(gens, alt, cap, self.spec, self.config, self.lm.special_tokens, low_info)[0]
 
     def judge(self, output: str, alt: str, cap: str, truncated: bool, low_info: bool = False) -> dict:
         """One output (n=1): its VeCap, or the fallback."""

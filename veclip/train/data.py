@@ -31,6 +31,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
+from veclip.config.train import TrainConfig
 from veclip.train import mixing
 from veclip.train.samples import COLUMNS_IN, SOURCES, SampleSettings, transform_spec
 
@@ -175,12 +176,21 @@ class EpochCounts:
 
 @dataclass(frozen=True)
 class StreamSettings:
+    """One rank's reading settings: the reader fields of the `train` section, plus the model's resolved
+    image size and text context length."""
+
     samples: SampleSettings
     context_length: int
     batch_size: int
-    shuffle_buffer: int = 1024
-    pool: str = "process"
-    workers: int = 1
+    shuffle_buffer: int
+    pool: str
+    workers: int
+
+    @classmethod
+    def from_config(cls, t: TrainConfig, image_size: int, context_length: int) -> "StreamSettings":
+        return cls(samples=SampleSettings.from_config(t, image_size), context_length=context_length,
+                   batch_size=t.batch_size, shuffle_buffer=t.shuffle_buffer, pool=t.reader_pool,
+                   workers=t.reader_workers)
 
 
 class RankStream:

@@ -29,7 +29,6 @@ from veclip.train import data, optim
 from veclip.train.checkpoint import Checkpoints
 from veclip.train.logger import MetricsLogger, Tracking
 from veclip.train.model import Built, build, load_weights
-from veclip.train.samples import SampleSettings
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +37,8 @@ MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the learned temperature at 100
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Everything a rank needs, built by the job's driver (plain data: it is pickled to the ranks)."""
-    train: dict                    # TrainConfig as a dict
+    """Everything a rank needs, built by the job's driver (picklable: it is sent to the ranks)."""
+    train: TrainConfig
     plan: data.GoldPlan
     checkpoint_dir: str
     summary_path: str
@@ -152,7 +151,7 @@ class Trainer:
         from open_clip.loss import ClipLoss
         from torch.nn.parallel import DistributedDataParallel
 
-        self.spec, self.cfg = spec, TrainConfig(**spec.train)
+        self.spec, self.cfg = spec, spec.train
         cfg = self.cfg
         self.d = d = setup(cfg)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank and in every rerun
@@ -180,9 +179,7 @@ class Trainer:
 
     def stream(self) -> data.RankStream:
         cfg, b = self.cfg, self.built
-        samples = SampleSettings(cfg.model, b.image_size, cfg.p_vecap, cfg.seed, cfg.crop_scale_min)
-        settings = data.StreamSettings(samples, b.context_length, cfg.batch_size, cfg.shuffle_buffer,
-                                       cfg.reader_pool, cfg.reader_workers)
+        settings = data.StreamSettings.from_config(cfg, b.image_size, b.context_length)
         return data.RankStream(self.shards[self.d.rank], settings, self.d.rank, start_epoch=self.pos.epoch)
 
     def train(self) -> Optional[dict]:

@@ -1,7 +1,6 @@
 """What the reader's workers do to each gold row: decode the JPEG, crop, choose the text, tokenise.
 
-    tf = SampleTransform(SampleSettings(model="veclip-tiny", image_size=64, p_vecap=0.5, seed=0),
-                         start_epoch=0, chunks_per_epoch=4)
+    tf = SampleTransform(SampleSettings.from_config(cfg.train, image_size=64), start_epoch=0, chunks_per_epoch=4)
     out = tf(gold_rows_pdf)       # columns key, image (uint8 3xSxS), tokens (int32 L), source, ok
 
 It runs inside petastorm's worker (a `TransformSpec`), so the training process only stacks arrays.
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from veclip.config.train import TrainConfig
 from veclip.train import mixing
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,19 @@ COLUMNS_IN = ["key", "image", "alt_text", "vecap"]
 
 @dataclass(frozen=True)
 class SampleSettings:
+    """What a reader's worker needs of the `train` section, with the model's resolved image size."""
+
     model: str
     image_size: int
     p_vecap: float
     seed: int
-    crop_scale_min: float = 0.9
+    crop_scale_min: float
+
+    @classmethod
+    def from_config(cls, t: TrainConfig, image_size: int) -> "SampleSettings":
+        """`image_size`: the training side in pixels (train.image_size, or the model's when that is null)."""
+        return cls(model=t.model, image_size=image_size, p_vecap=t.p_vecap, seed=t.seed,
+                   crop_scale_min=t.crop_scale_min)
 
 
 def crop_box(width: int, height: int, rng: random.Random, scale_min: float) -> tuple[int, int, int, int]:

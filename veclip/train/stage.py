@@ -116,8 +116,8 @@ def run_train(cfg: Config, spark, *, resume: bool = False) -> StageReport:
     if active is not None:
         log_lineage(tables, plan, os.path.basename(folder))
         tracking = Tracking(cfg.mlflow_tracking_uri, active.info.run_id, cfg.mlflow_registry_uri)
-    spec = TrainSpec(t.model_dump(), plan, folder, os.path.join(folder, "summary.json"), resume, tracking,
-                     forwarded_env(t.mode))
+    spec = TrainSpec(train=t, plan=plan, checkpoint_dir=folder, summary_path=os.path.join(folder, "summary.json"),
+                     resume=resume, tracking=tracking, env=forwarded_env(t.mode))
     summary = launch(spec, t.mode, t.num_processes, t.use_gpu)
     count_summary(report, plan, summary)
     report.details.update({"run": folder, "final checkpoint": summary["final_checkpoint"],
