@@ -40,7 +40,8 @@ class CaptionConfig(Section):
     batch_size: int = Field(8, ge=1, description="Images per `generate()` call (a batch that fails, e.g. CUDA "
                             "out-of-memory, is split in halves and retried).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Model weights dtype; `auto` is bfloat16 on a GPU, float32 on CPU.")
+        "auto", description="Model weights dtype; `auto` is bfloat16 on a GPU with native bf16, float16 on an "
+        "older GPU, float32 on CPU.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub. Off unless you trust the model.")
     max_chars: int = Field(300, ge=16, description="Cleaned captions are cut (at a word boundary) to this many characters.")
     commit_every: int = Field(2000, ge=1, description="Rows captioned between two MERGEs into the captions table: "

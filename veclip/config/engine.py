@@ -29,5 +29,5 @@ class VllmOptions(Section):
                                           "slower steady state). Null: eager on CPU (compiling costs minutes on "
                                           "few cores), compiled on a GPU.")
     dtype: Optional[Literal["auto", "float32", "bfloat16", "float16"]] = Field(
-        None, description="Engine dtype; null: the stage's `dtype` (auto = bfloat16 on a GPU with bf16, float32 "
-        "on CPU).")
+        None, description="Engine dtype; null: the stage's `dtype` (auto: vLLM's own rule on a GPU, the "
+        "checkpoint's dtype with float32 weights cast to bf16, or fp16 without bf16; float32 on CPU).")

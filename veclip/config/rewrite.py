@@ -91,7 +91,8 @@ class RewriteConfig(Section):
     repetition_penalty: float = Field(1.0, ge=1.0, le=2.0, description="transformers repetition_penalty "
                                       "(1.0 = off); small models loop less with ~1.1.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype: auto = "
-                                                                     "bfloat16 on a GPU, float32 on CPU.")
+                                                                     "bfloat16 on a GPU with native bf16, float16 on "
+                                                                     "an older GPU, float32 on CPU.")
     trust_remote_code: bool = Field(False, description="Allow model code from the model repository. Off "
                                     "unless you trust the model's source.")
     alt_text_max_chars: int = Field(300, ge=16, description="AltText is cleaned and cut to this many "
