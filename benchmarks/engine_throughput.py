@@ -3,7 +3,7 @@ the Spark stage, with best-of-n; one run, figures and ratios side by side.
 
     .venv/bin/python benchmarks/engine_throughput.py                           # rewrite: SmolLM2, 64 rows
     .venv/bin/python benchmarks/engine_throughput.py --rows 1000 --device cuda --dtype bfloat16   # on a GPU
-    .venv/bin/python benchmarks/engine_throughput.py --captioner DIR --images 64   # + the caption stage
+    .venv/bin/python benchmarks/engine_throughput.py --captioner DIR     # + the caption stage (1,024 images)
 
 Rewrite (the fusion prompts of the stage: real web AltTexts with stand-in COCO captions, see
 rewrite_inputs.py; SmolLM2-135M-Instruct unless `--set rewrite.model=...`), for each engine:
@@ -15,11 +15,14 @@ rewrite_inputs.py; SmolLM2-135M-Instruct unless `--set rewrite.model=...`), for 
   rows, with the fallback rate; the n=4 / n=1 time ratio (target: best-of-4 costs at most 4x);
 - stage: run_rewrite inside Spark end to end (slice snapshot, inference, MERGE, counts), rows/s, and
   its ratio to the standalone rewriter (target >= 0.9); a warm-up run on another root first, so that
-  the figure, like the standalone ones, leaves out the engine start (once per worker on a long job).
+  the figure, like the standalone ones, leaves out the engine start (once per worker on a long job);
+  then the same with `rewrite.partitions=1`: one task, so one engine for all the machine's cores (on a
+  CPU, an engine per task slot makes the engines share the same cores).
 Then `vllm / hf` for each figure (target on the 2-core CPU machine: rewriter rows/s >= 1.2x; on a GPU
 >= 5x on 1,000 prompts in bf16).
 
-Caption (`--captioner DIR`, a LLaVA-family folder such as the demo captioner): standalone images/s
+Caption (`--captioner DIR`, a LLaVA-family folder such as the demo captioner; the 32 CC12M photos
+repeated to `--images` rows under new keys): standalone images/s
 (`caption_images`, hf in batches of caption.batch_size, vllm all at once) and the caption stage in
 Spark, for both engines.
 
@@ -114,10 +117,14 @@ def rewrite_rows(a, spark, base) -> list[dict]:
         stage_sets = sets + [f"rewrite.rewriter_id=bench-{engine}"]
         stage = rewrite_stage(spark, load_config(None, stage_sets, bare=True),
                               load_config(None, stage_sets + [f"paths.root={a.work}/warm-{engine}"], bare=True), len(pairs))
+        # One task (rewrite.partitions=1): one engine for the machine's cores instead of one per task slot.
+        one_sets = sets + [f"rewrite.rewriter_id=bench-{engine}-1", "rewrite.partitions=1"]
+        stage1 = rewrite_stage(spark, load_config(None, one_sets, bare=True),
+                               load_config(None, one_sets + [f"paths.root={a.work}/warm1-{engine}"], bare=True), len(pairs))
         rows.append(dict(engine=engine, load=load_s, engine_rows=rows_s, tokens=tok_s, n1=n1, fb1=fb1, n4=n4,
-                         fb4=fb4, stage=stage))
+                         fb4=fb4, stage=stage, stage1=stage1))
         print(f"  {engine}: load {load_s:.0f}s, engine {rows_s:.2f} rows/s {tok_s:.0f} tok/s, rewriter n=1 "
-              f"{n1:.2f} rows/s ({fb1:.0%} fallback), n=4 {n4:.2f} rows/s ({fb4:.0%}), stage {stage:.2f} rows/s",
+              f"{n1:.2f} rows/s ({fb1:.0%} fallback), n=4 {n4:.2f} rows/s ({fb4:.0%}), stage {stage:.2f} rows/s, in one task {stage1:.2f} rows/s",
               flush=True)
     return rows
 
@@ -138,14 +145,15 @@ def caption_rows(a, spark, base) -> list[dict]:
 
     import pandas as pd
 
-    from veclip.caption.stage import caption_loader, run_caption
+    from veclip.caption.stage import VLLM_IMAGES_PER_CALL, caption_loader, run_caption
     from veclip.config import load_config
     from veclip.schemas import BRONZE
     from veclip.tables import Tables
 
     from caption_throughput import SHARD, shard_images
 
-    images = shard_images(SHARD)[: a.images]
+    photos = shard_images(SHARD)                       # 32 real photos, repeated under new keys
+    images = [photos[i % len(photos)] for i in range(a.images)]
     rows = []
     for engine in ENGINES:
         sets = base + [f"caption.model={a.captioner}", f"caption.engine={engine}",
@@ -154,7 +162,7 @@ def caption_rows(a, spark, base) -> list[dict]:
         cfg = load_config(None, sets, bare=True)
         loader, _ = caption_loader(cfg.caption, cfg.ingest.max_pixels)
         predict, load_s = timed(loader, a.device)
-        chunk = len(images) if engine == "vllm" else cfg.caption.batch_size
+        chunk = VLLM_IMAGES_PER_CALL if engine == "vllm" else cfg.caption.batch_size   # as the stage calls it
         predict(pd.DataFrame({"image": images[:2]}))          # warm-up
         t0 = time.perf_counter()
         for i in range(0, len(images), chunk):
@@ -192,7 +200,7 @@ def main(argv=None) -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--master", default="local[2]")
     p.add_argument("--captioner", default=None, help="a LLaVA-family folder: also benchmark the caption stage")
-    p.add_argument("--images", type=int, default=64)
+    p.add_argument("--images", type=int, default=1024, help="caption: the 32 CC12M photos repeated to this many rows")
     p.add_argument("--skip-rewrite", action="store_true")
     p.add_argument("--models", default=os.path.expanduser("~/.cache/veclip/models"))
     p.add_argument("--set", action="append", default=[], help="extra config overrides")
@@ -220,17 +228,19 @@ def main(argv=None) -> None:
               flush=True)
         r = {row["engine"]: row for row in rewrite_rows(a, spark, base)}
         head = (f"{'engine':>6} {'load':>6} {'engine rows/s':>13} {'tokens/s':>9} {'n=1 rows/s':>10} {'fallback':>8} "
-                f"{'n=4 rows/s':>10} {'fallback':>8} {'n4 cost':>7} {'stage rows/s':>12} {'stage/alone':>11}")
+                f"{'n=4 rows/s':>10} {'fallback':>8} {'n4 cost':>7} {'stage rows/s':>12} {'stage/alone':>11} "
+                f"{'1 task rows/s':>13} {'1 task/alone':>12}")
         lines += ["", f"rewrite, {a.rows} rows", head, "-" * len(head)]
         for e in ENGINES:
             x = r[e]
             lines.append(f"{e:>6} {x['load']:>5.0f}s {x['engine_rows']:>13.2f} {x['tokens']:>9.0f} {x['n1']:>10.2f} "
                          f"{x['fb1']:>8.0%} {x['n4']:>10.2f} {x['fb4']:>8.0%} {x['n1'] / x['n4']:>6.2f}x "
-                         f"{x['stage']:>12.2f} {x['stage'] / x['n1']:>11.2f}")
+                         f"{x['stage']:>12.2f} {x['stage'] / x['n1']:>11.2f} {x['stage1']:>13.2f} {x['stage1'] / x['n1']:>12.2f}")
         h, v = r["hf"], r["vllm"]
         lines.append(f"{'vllm/hf':>6} {'':>6} {ratio(v['engine_rows'], h['engine_rows']):>13} "
                      f"{ratio(v['tokens'], h['tokens']):>9} {ratio(v['n1'], h['n1']):>10} {'':>8} "
-                     f"{ratio(v['n4'], h['n4']):>10} {'':>8} {'':>7} {ratio(v['stage'], h['stage']):>12}")
+                     f"{ratio(v['n4'], h['n4']):>10} {'':>8} {'':>7} {ratio(v['stage'], h['stage']):>12} {'':>11} "
+                     f"{ratio(v['stage1'], h['stage1']):>13}")
     if a.captioner:
         print(f"caption: {a.images} CC12M images, model {a.captioner}", flush=True)
         c = {row["engine"]: row for row in caption_rows(a, spark, base)}
