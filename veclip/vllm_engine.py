@@ -139,22 +139,23 @@ def engine_settings(model: str, device: str, options=None, dtype: str = "auto", 
     return kwargs, env
 
 
+def _apply_env(values: dict[str, Optional[str]]) -> None:
+    """Set each variable to its value; None unsets it."""
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @contextlib.contextmanager
 def _environment(env: dict[str, Optional[str]]) -> Iterator[None]:
     old = {k: os.environ.get(k) for k in env}
     try:
-        for k, v in env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _apply_env(env)
         yield
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _apply_env(old)
 
 
 def in_process(env: Optional[dict[str, Optional[str]]] = None) -> bool:
