@@ -154,9 +154,8 @@ def caption_root(plan: Plan, rate: float, spark) -> str:
     done = os.path.join(root, "caption-gold.json")
     if not os.path.isfile(done):
         gold = Tables(config(plan, os.path.join(rate_dir(plan, rate), "root")), spark).read("gold")
-        target = Tables(config(plan, root), spark).location("gold")
-        (gold.withColumn("vecap", F.col("caption")).write.format("delta").mode("overwrite")
-         .option("overwriteSchema", "true").option("delta.enableDeletionVectors", "false").save(target))
+        Tables(config(plan, root), spark).overwrite("gold", gold.withColumn("vecap", F.col("caption")),
+                                                    {"delta.enableDeletionVectors": "false"})
         with open(done, "w") as f:
             json.dump({"from": os.path.join(rate_dir(plan, rate), "root"), "rows": gold.count()}, f)
     return root
