@@ -16,8 +16,9 @@ rewrite_inputs.py; SmolLM2-135M-Instruct unless `--set rewrite.model=...`), for 
 - stage: run_rewrite inside Spark end to end (slice snapshot, inference, MERGE, counts), rows/s, and
   its ratio to the standalone rewriter (target >= 0.9); a warm-up run on another root first, so that
   the figure, like the standalone ones, leaves out the engine start (once per worker on a long job);
-  then the same with `rewrite.partitions=1`: one task, so one engine for all the machine's cores (on a
-  CPU, an engine per task slot makes the engines share the same cores).
+  then the other task plan for comparison (`rewrite.partitions`): for vllm two tasks, one
+  one-thread engine per core (the plan before one engine per executor became the CPU default); for hf
+  one task with both threads.
 Then `vllm / hf` for each figure (target on the 2-core CPU machine: rewriter rows/s >= 1.2x; on a GPU
 >= 5x on 1,000 prompts in bf16).
 
@@ -103,28 +104,34 @@ def rewrite_rows(a, spark, base) -> list[dict]:
 
     pairs = stand_in_pairs(a.rows, seed=1)
     rows = []
-    for engine in ENGINES:
+    for engine in a.engines:
         sets = base + [f"rewrite.engine={engine}", f"rewrite.batch_size={a.batch_size}"]
         loader = RewriterLoader.from_config(load_config(None, sets, bare=True))
         rw, load_s = timed(loader, a.device)
         rows_s, tok_s = engine_alone(rw, pairs, a.batch_size, engine)
         n1, fb1, _ = rewriter_alone(rw, pairs, a.batch_size, engine)
-        # The same loaded model with n=4: only the loader's settings differ (no second engine).
-        rw4 = Rewriter(rw.lm, RewriterLoader.from_config(load_config(None, sets + ["rewrite.num_candidates=4"], bare=True)))
-        n4, fb4, _ = rewriter_alone(rw4, pairs, a.batch_size, engine)
+        n4 = fb4 = None
+        if not a.skip_best_of:
+            # The same loaded model with n=4: only the loader's settings differ (no second engine).
+            rw4 = Rewriter(rw.lm, RewriterLoader.from_config(load_config(None, sets + ["rewrite.num_candidates=4"],
+                                                                         bare=True)))
+            n4, fb4, _ = rewriter_alone(rw4, pairs, a.batch_size, engine)
+            del rw4
         _free_engines(rw.lm)
-        del rw, rw4
+        del rw
         stage_sets = sets + [f"rewrite.rewriter_id=bench-{engine}"]
         stage = rewrite_stage(spark, load_config(None, stage_sets, bare=True),
                               load_config(None, stage_sets + [f"paths.root={a.work}/warm-{engine}"], bare=True), len(pairs))
-        # One task (rewrite.partitions=1): one engine for the machine's cores instead of one per task slot.
-        one_sets = sets + [f"rewrite.rewriter_id=bench-{engine}-1", "rewrite.partitions=1"]
+        # The other plan: vllm as two one-thread engines (one per core), hf as one task with both threads.
+        other = 2 if engine == "vllm" else 1
+        one_sets = sets + [f"rewrite.rewriter_id=bench-{engine}-{other}", f"rewrite.partitions={other}"]
         stage1 = rewrite_stage(spark, load_config(None, one_sets, bare=True),
                                load_config(None, one_sets + [f"paths.root={a.work}/warm1-{engine}"], bare=True), len(pairs))
         rows.append(dict(engine=engine, load=load_s, engine_rows=rows_s, tokens=tok_s, n1=n1, fb1=fb1, n4=n4,
                          fb4=fb4, stage=stage, stage1=stage1))
         print(f"  {engine}: load {load_s:.0f}s, engine {rows_s:.2f} rows/s {tok_s:.0f} tok/s, rewriter n=1 "
-              f"{n1:.2f} rows/s ({fb1:.0%} fallback), n=4 {n4:.2f} rows/s ({fb4:.0%}), stage {stage:.2f} rows/s, in one task {stage1:.2f} rows/s",
+              f"{n1:.2f} rows/s ({fb1:.0%} fallback), n=4 {fig(n4)} rows/s ({fig(fb4, '.0%')}), stage {stage:.2f} rows/s, "
+              f"other plan ({other} task(s)) {stage1:.2f} rows/s",
               flush=True)
     return rows
 
@@ -145,7 +152,8 @@ def caption_rows(a, spark, base) -> list[dict]:
 
     import pandas as pd
 
-    from veclip.caption.stage import VLLM_IMAGES_PER_CALL, caption_loader, run_caption
+    from veclip.caption.predict import VLLM_IMAGES_PER_CALL
+    from veclip.caption.stage import caption_loader, run_caption
     from veclip.config import load_config
     from veclip.schemas import BRONZE
     from veclip.tables import Tables
@@ -155,7 +163,7 @@ def caption_rows(a, spark, base) -> list[dict]:
     photos = shard_images(SHARD)                       # 32 real photos, repeated under new keys
     images = [photos[i % len(photos)] for i in range(a.images)]
     rows = []
-    for engine in ENGINES:
+    for engine in a.engines:
         sets = base + [f"caption.model={a.captioner}", f"caption.engine={engine}",
                        f"caption.captioner_id=bench-{engine}", f"paths.root={a.work}/caption-{engine}",
                        f"caption.commit_every={len(images)}"]
@@ -188,6 +196,10 @@ def caption_rows(a, spark, base) -> list[dict]:
     return rows
 
 
+def fig(x, spec: str = ".2f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
 def ratio(x: float, y: float) -> str:
     return f"{x / y:.2f}x" if y else "-"
 
@@ -202,11 +214,14 @@ def main(argv=None) -> None:
     p.add_argument("--captioner", default=None, help="a LLaVA-family folder: also benchmark the caption stage")
     p.add_argument("--images", type=int, default=1024, help="caption: the 32 CC12M photos repeated to this many rows")
     p.add_argument("--skip-rewrite", action="store_true")
+    p.add_argument("--skip-best-of", action="store_true", help="rewrite: leave out the n=4 run (long at many rows)")
+    p.add_argument("--engines", default=",".join(ENGINES), help="comma list, e.g. vllm: the stage ratio at more rows")
     p.add_argument("--models", default=os.path.expanduser("~/.cache/veclip/models"))
     p.add_argument("--set", action="append", default=[], help="extra config overrides")
     p.add_argument("--workdir", default=None)
     a = p.parse_args(argv)
     a.device = "cuda:0" if a.device == "cuda" else a.device
+    a.engines = [e for e in ENGINES if e in a.engines.split(",")]
     a.work = a.workdir or tempfile.mkdtemp(prefix="engine-bench-")
 
     from veclip.config import load_config
@@ -229,29 +244,33 @@ def main(argv=None) -> None:
         r = {row["engine"]: row for row in rewrite_rows(a, spark, base)}
         head = (f"{'engine':>6} {'load':>6} {'engine rows/s':>13} {'tokens/s':>9} {'n=1 rows/s':>10} {'fallback':>8} "
                 f"{'n=4 rows/s':>10} {'fallback':>8} {'n4 cost':>7} {'stage rows/s':>12} {'stage/alone':>11} "
-                f"{'1 task rows/s':>13} {'1 task/alone':>12}")
+                f"{'other plan':>13} {'other/alone':>12}")
         lines += ["", f"rewrite, {a.rows} rows", head, "-" * len(head)]
-        for e in ENGINES:
+        for e in a.engines:
             x = r[e]
             lines.append(f"{e:>6} {x['load']:>5.0f}s {x['engine_rows']:>13.2f} {x['tokens']:>9.0f} {x['n1']:>10.2f} "
-                         f"{x['fb1']:>8.0%} {x['n4']:>10.2f} {x['fb4']:>8.0%} {x['n1'] / x['n4']:>6.2f}x "
+                         f"{x['fb1']:>8.0%} {fig(x['n4']):>10} {fig(x['fb4'], '.0%'):>8} "
+                         f"{ratio(x['n1'], x['n4']) if x['n4'] else '-':>7} "
                          f"{x['stage']:>12.2f} {x['stage'] / x['n1']:>11.2f} {x['stage1']:>13.2f} {x['stage1'] / x['n1']:>12.2f}")
+    if not a.skip_rewrite and len(a.engines) == 2:
         h, v = r["hf"], r["vllm"]
         lines.append(f"{'vllm/hf':>6} {'':>6} {ratio(v['engine_rows'], h['engine_rows']):>13} "
                      f"{ratio(v['tokens'], h['tokens']):>9} {ratio(v['n1'], h['n1']):>10} {'':>8} "
-                     f"{ratio(v['n4'], h['n4']):>10} {'':>8} {'':>7} {ratio(v['stage'], h['stage']):>12} {'':>11} "
+                     f"{ratio(v['n4'] or 0, h['n4'] or 0):>10} {'':>8} {'':>7} {ratio(v['stage'], h['stage']):>12} {'':>11} "
                      f"{ratio(v['stage1'], h['stage1']):>13}")
     if a.captioner:
         print(f"caption: {a.images} CC12M images, model {a.captioner}", flush=True)
         c = {row["engine"]: row for row in caption_rows(a, spark, base)}
         head = f"{'engine':>6} {'load':>6} {'standalone img/s':>16} {'stage img/s':>11} {'stage/alone':>11}"
         lines += ["", f"caption, {a.images} images", head, "-" * len(head)]
-        for e in ENGINES:
+        for e in a.engines:
             x = c[e]
             lines.append(f"{e:>6} {x['load']:>5.0f}s {x['alone']:>16.2f} {x['stage']:>11.2f} {x['stage'] / x['alone']:>11.2f}")
-        lines.append(f"{'vllm/hf':>6} {'':>6} {ratio(c['vllm']['alone'], c['hf']['alone']):>16} "
-                     f"{ratio(c['vllm']['stage'], c['hf']['stage']):>11}")
-    lines += ["", "n4 cost = n=1 rows/s / n=4 rows/s (target <= 4x); stage/alone target >= 0.9; "
+        if len(a.engines) == 2:
+            lines.append(f"{'vllm/hf':>6} {'':>6} {ratio(c['vllm']['alone'], c['hf']['alone']):>16} "
+                         f"{ratio(c['vllm']['stage'], c['hf']['stage']):>11}")
+    lines += ["", "n4 cost = n=1 rows/s / n=4 rows/s (target <= 4x); stage/alone target >= 0.9; other plan: "
+              "rewrite.partitions=2 for vllm (one one-thread engine per core), 1 for hf (one task, both threads); "
               f"load average at end {os.getloadavg()[0]:.1f}"]
     print("\n".join(lines))
     spark.stop()

@@ -104,6 +104,29 @@ def test_a_whole_partition_predict_gets_every_frame_in_one_call_and_still_isolat
     assert list(inference.run_batches(whole, iter([]), 2, ["key"], "out")) == []
 
 
+def test_a_whole_partition_predict_with_a_row_bound_gets_calls_of_at_most_that_many_rows():
+    seen = []
+
+    def bounded(batch):
+        seen.append(len(batch))
+        return explode_on_poison(batch)
+
+    bounded.whole_partition, bounded.max_rows_per_call = True, 4
+    texts = [f"t{i}" for i in range(9)] + ["poison"]
+    out = pd.concat(inference.run_batches(bounded, iter(frames(texts, 3)), 2, ["key"], "out"))
+    assert seen[:3] == [4, 4, 2]           # batch_size 2 ignored; the last call fails and is split down to the row
+    assert out["key"].tolist() == [f"k{i}" for i in range(10)]
+    assert out["out"].tolist()[:9] == [t.upper() for t in texts[:9]] and "out of memory" in out["error"].iloc[9]
+
+
+def test_a_task_told_its_thread_count_runs_torch_with_it(spark):
+    # A task that owns its executor (vLLM on CPU, model_stage.plan_tasks) gets more than spark.task.cpus.
+    df = spark.createDataFrame([(f"k{i}",) for i in range(4)], "key string")
+    out = inference.map_batches(df.repartition(1), load=torch_threads, cache_key="test:threads2",
+                                batch_size=4, keep=["key"], output="threads", cpu_threads=2).toPandas()
+    assert out["threads"].astype(int).tolist() == [2] * 4
+
+
 def test_whole_partition_in_spark_sees_each_partition_once(spark):
     def load(device):
         def sizes(batch):

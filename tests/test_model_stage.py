@@ -189,3 +189,65 @@ def test_rewrite_todo_rows_carry_silver_low_info_flag(spark, make_cfg):
     todo, _ = work(tables, "cap", "rw", retry_errors=False)
     flags = {r["key"]: r["alt_text_low_info"] for r in todo.collect()}
     assert flags == {r["key"]: i == 1 for i, r in enumerate(rows)}
+
+
+class _Master:
+    """A stand-in for the session's SparkContext view that `plan_tasks` reads: master, parallelism, conf."""
+
+    def __init__(self, master, parallelism=2, conf=None):
+        from pyspark import SparkConf
+
+        self.master, self.defaultParallelism = master, parallelism
+        self._conf = SparkConf(loadDefaults=False).setAll(list((conf or {}).items()))
+
+    def getConf(self):
+        return self._conf
+
+
+@pytest.mark.parametrize("master, cores", [("local[2]", 2), ("local[4,3]", 4), ("local", 1)])
+def test_vllm_on_cpu_runs_one_engine_per_executor_owning_its_cores(master, cores, monkeypatch):
+    from types import SimpleNamespace
+
+    from veclip import model_stage as ms
+
+    monkeypatch.setattr(ms, "task_device", lambda: "cpu")
+    session = SimpleNamespace(sparkContext=_Master(master))
+    assert ms.executor_layout(session) == (1, cores)
+    # One engine, every core of the local executor; hf keeps a task per batch up to the parallelism.
+    assert ms.plan_tasks(session, 2000, 8, "vllm") == ms.TaskPlan(1, cores, None)
+    # hf: a task per batch up to the parallelism (2), the cores shared between them.
+    assert ms.plan_tasks(session, 2000, 8, "hf") == ms.TaskPlan(2, max(1, cores // 2), None)
+    assert ms.plan_tasks(session, 8, 8, "hf") == ms.TaskPlan(1, cores, None)
+    # Partitions set by hand share the cores; never less than one thread each.
+    assert ms.plan_tasks(session, 2000, 8, "vllm", configured=2).cpu_threads == max(1, cores // 2)
+    assert ms.task_profile(session, 0, ms.plan_tasks(session, 2000, 8, "vllm")) is None   # local: no profiles
+
+
+def test_vllm_on_gpus_keeps_one_engine_per_task_gpu(monkeypatch):
+    from types import SimpleNamespace
+
+    from veclip import model_stage as ms
+
+    session = SimpleNamespace(sparkContext=_Master("spark://cluster:7077", 8, {"spark.task.resource.gpu.amount": "1"}))
+    assert ms.plan_tasks(session, 2000, 8, "vllm") == ms.TaskPlan(8, None, None)
+    monkeypatch.setattr(ms, "task_device", lambda: "cuda:0")
+    local = SimpleNamespace(sparkContext=_Master("local[2]"))
+    assert ms.plan_tasks(local, 2000, 8, "vllm") == ms.TaskPlan(2, None, None)   # a local GPU: as before
+
+
+def test_a_cluster_is_asked_for_whole_executor_cpu_tasks_and_gpus_only_where_needed():
+    from pyspark.resource import ResourceProfile
+
+    from veclip import model_stage as ms
+
+    cluster = _Master("spark://cluster:7077", 8, {"spark.executor.cores": "4"})
+    session = type("S", (), {"sparkContext": cluster})()
+    whole = ms.TaskPlan(2, 4, 4)
+    profile = ms.task_profile(session, 0, whole)
+    assert isinstance(profile, ResourceProfile) and profile.taskResources["cpus"].amount == 4
+    assert ms.task_profile(session, 0, ms.TaskPlan(8)) is None          # the cluster's own task settings
+    gpu = ms.task_profile(session, 1, ms.TaskPlan(8))
+    assert gpu.taskResources["gpu"].amount == 1 and "cpus" not in gpu.taskResources
+    # Already what every task gets: no profile.
+    set_up = type("S", (), {"sparkContext": _Master("spark://c:7077", 8, {"spark.task.resource.gpu.amount": "1"})})()
+    assert ms.task_profile(set_up, 1, ms.TaskPlan(8)) is None

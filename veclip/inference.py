@@ -14,7 +14,8 @@ returns one output per row: a string, or an Exception instance for a row that fa
   else the CPU (`veclip.devices.task_device`);
 - a predict that batches by itself (vLLM's continuous batching) sets the attribute
   `whole_partition = True`: it then gets the whole partition in one call instead of `batch_size`
-  chunks (a failing call is still split in halves down to the failing row).
+  chunks, or calls of its `max_rows_per_call` rows where it sets one (a failing call is still split
+  in halves down to the failing row).
 
     out = map_batches(df, load=CaptionerLoader(cfg), cache_key="captioner:llava", batch_size=16,
                       keep=["key"], output="caption")
@@ -26,8 +27,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import sys
 import time
-from typing import Callable, Iterator, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -60,17 +62,21 @@ def arrow_rows_per_batch(spark: SparkSession, rows: int) -> Iterator[None]:
             spark.conf.unset(key)
 
 
-def fit_cpu_threads(device: str) -> None:
-    """On CPU, give torch as many threads as the task has cores (`spark.task.cpus`). Left alone, every
-    Python worker starts one thread per machine core: N task slots x N threads oversubscribe the
-    executor and OpenMP's spinning makes generation many times slower (seen: 5-20x on 2 cores)."""
+def fit_cpu_threads(device: str, threads: Optional[int] = None) -> None:
+    """On CPU, give torch `threads` threads, by default as many as the task has cores (`spark.task.cpus`).
+    Left alone, every Python worker starts one thread per machine core: N task slots x N threads
+    oversubscribe the executor and OpenMP's spinning makes generation many times slower (seen: 5-20x on
+    2 cores). Spark's Python workers start with OMP_NUM_THREADS = spark.task.cpus, so a task that owns a
+    whole executor (an in-process vLLM engine on CPU, `veclip.model_stage.plan_tasks`) must say so here,
+    before its engine starts: vLLM's CPU worker then fixes the thread count."""
     import torch
     from pyspark import TaskContext
 
     if not device.startswith("cpu"):
         return
-    ctx = TaskContext.get()
-    threads = max(1, ctx.cpus()) if ctx is not None else torch.get_num_threads()
+    if threads is None:
+        ctx = TaskContext.get()
+        threads = max(1, ctx.cpus()) if ctx is not None else torch.get_num_threads()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 
@@ -133,13 +139,11 @@ def run_batches(predict: Predict, frames: Iterator[pd.DataFrame], batch_size: in
                 output: str) -> Iterator[pd.DataFrame]:
     """Regroup incoming frames into `batch_size` rows, predict, and yield keep + output/error/timing.
 
-    A predict with `whole_partition = True` gets all incoming frames as one batch (batch_size unused).
+    A predict with `whole_partition = True` gets all incoming frames as one batch (batch_size unused), or
+    batches of its `max_rows_per_call` rows where it sets one (a captioner decodes a call's images at once).
     """
     if getattr(predict, "whole_partition", False):
-        whole = [f for f in frames if len(f)]
-        if whole:
-            yield _one_batch(predict, pd.concat(whole, ignore_index=True), keep, output)
-        return
+        batch_size = getattr(predict, "max_rows_per_call", None) or sys.maxsize
     pending = pd.DataFrame()
     for frame in frames:
         pending = pd.concat([pending, frame], ignore_index=True) if len(pending) else frame.reset_index(drop=True)
@@ -162,10 +166,11 @@ def _one_batch(predict: Predict, batch: pd.DataFrame, keep: Sequence[str], outpu
 
 
 def map_batches(df: DataFrame, load: Load, cache_key: str, batch_size: int, keep: Sequence[str],
-                output: str, profile=None) -> DataFrame:
+                output: str, profile=None, cpu_threads: Optional[int] = None) -> DataFrame:
     """Run a model over `df` in Spark; returns `keep` columns + output, error, started_at, finished_at.
 
     `profile`: an optional pyspark ResourceProfile (e.g. GPUs per task) for the model's Spark stage.
+    `cpu_threads`: torch threads of each task on CPU (None: the task's cores, `fit_cpu_threads`).
     """
     if batch_size < 1:
         raise ValueError(f"{cache_key}: batch_size must be >= 1, got {batch_size}")
@@ -178,7 +183,7 @@ def map_batches(df: DataFrame, load: Load, cache_key: str, batch_size: int, keep
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         device = task_device()
-        fit_cpu_threads(device)
+        fit_cpu_threads(device, cpu_threads)
         predict = cached_predictor(cache_key, load, device)
         yield from run_batches(predict, frames, batch_size, keep, output)
 

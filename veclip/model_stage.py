@@ -35,14 +35,16 @@ the "failed" family against all rows processed so far in this run.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from veclip.devices import task_device
 from veclip.inference import error_kind
 from veclip.progress import Progress, SparkProgress
 from veclip.report import StageReport, check_failure_rate
@@ -156,19 +158,75 @@ def run_slices(spark: SparkSession, tables: Tables, snapshot: Snapshot, stage: M
     return outcome
 
 
-def gpu_profile(spark: SparkSession, gpus_per_task: float):
-    """A stage-level resource profile asking for GPUs, when the cluster is not already set up that way."""
-    if gpus_per_task <= 0 or spark.sparkContext.master.startswith("local"):
+def on_gpus(spark: SparkSession, gpus_per_task: float) -> bool:
+    """Whether the model tasks run on GPUs: asked for (`gpus_per_task`, the cluster's GPU task setting), or a
+    local session on a machine with a CUDA GPU (its tasks use the first one, `veclip.devices.task_device`)."""
+    if gpus_per_task > 0 or spark.sparkContext.getConf().get("spark.task.resource.gpu.amount", None):
+        return True
+    return spark.sparkContext.master.startswith("local") and task_device() != "cpu"
+
+
+def executor_layout(spark: SparkSession) -> tuple[int, int]:
+    """(executors, cores per executor). A local session is one executor with the master's N threads."""
+    sc = spark.sparkContext
+    local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", sc.master)
+    if local:
+        n = local.group(1)
+        return 1, (os.cpu_count() or 1) if n == "*" else int(n or 1)
+    cores = sc.getConf().get("spark.executor.cores", None)
+    executors = max(1, sc._jsc.sc().getExecutorMemoryStatus().size() - 1)   # it lists the driver too
+    return executors, int(cores) if cores else max(1, sc.defaultParallelism // executors)
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """How a slice runs: `partitions` Spark tasks; on CPU each task's torch runs `cpu_threads` threads
+    (None: the task's `spark.task.cpus`); `cpus_per_task` (None: the cluster's setting) is asked of a
+    cluster's scheduler with a stage-level resource profile."""
+
+    partitions: int
+    cpu_threads: Optional[int] = None
+    cpus_per_task: Optional[int] = None
+
+
+def plan_tasks(spark: SparkSession, expected: float, batch_size: int, engine: str, configured: Optional[int] = None,
+               gpus_per_task: float = 0.0) -> TaskPlan:
+    """The Spark tasks of a slice of about `expected` rows: `configured` of them, else
+    - hf, and any engine on GPUs: one task per `batch_size` rows, up to the cluster's default parallelism
+      (model replicas working at once; on GPUs one per task GPU);
+    - vllm on CPU: one task per executor, so one engine that owns all the executor's cores. vLLM batches the
+      whole partition continuously, and N one-thread engines on N cores contend for them and for memory
+      bandwidth (measured: benchmarks/engine_throughput.py).
+    On CPU the executors' cores are shared out between the tasks (`cpu_threads`, at least spark.task.cpus):
+    fewer tasks than cores means more threads each.
+    """
+    per_batch = max(1, min(spark.sparkContext.defaultParallelism, math.ceil(expected / batch_size)))
+    if on_gpus(spark, gpus_per_task):
+        return TaskPlan(configured or per_batch)
+    executors, cores = executor_layout(spark)
+    partitions = configured or (executors if engine == "vllm" else per_batch)
+    task_cpus = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
+    threads = max(task_cpus, min(cores, executors * cores // partitions))
+    cluster = not spark.sparkContext.master.startswith("local")
+    return TaskPlan(partitions, threads, threads if cluster and threads > task_cpus else None)
+
+
+def task_profile(spark: SparkSession, gpus_per_task: float, plan: TaskPlan):
+    """A stage-level resource profile asking for the plan's CPUs and `gpus_per_task` GPUs per task, when a
+    cluster is not already set up that way (a local session schedules none: None)."""
+    if spark.sparkContext.master.startswith("local"):
         return None
-    configured = spark.sparkContext.getConf().get("spark.task.resource.gpu.amount", None)
-    if configured is not None and float(configured) == gpus_per_task:
-        return None  # every task already gets its GPU share
+    conf = spark.sparkContext.getConf()
+    configured = conf.get("spark.task.resource.gpu.amount", None)
+    gpus = gpus_per_task if gpus_per_task > 0 and not (configured is not None and float(configured) == gpus_per_task) else 0
+    cpus = plan.cpus_per_task if plan.cpus_per_task and plan.cpus_per_task != int(conf.get("spark.task.cpus", "1")) else 0
+    if not gpus and not cpus:
+        return None   # every task already gets what it needs
     from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
 
-    return ResourceProfileBuilder().require(TaskResourceRequests().resource("gpu", gpus_per_task)).build
-
-
-def model_partitions(spark: SparkSession, expected: float, batch_size: int, configured=None) -> int:
-    """Spark tasks for a slice of about `expected` rows: `configured`, else one per batch up to the
-    cluster's default parallelism (model replicas working at once)."""
-    return configured or max(1, min(spark.sparkContext.defaultParallelism, math.ceil(expected / batch_size)))
+    requests = TaskResourceRequests()
+    if gpus:
+        requests = requests.resource("gpu", gpus)
+    if cpus:
+        requests = requests.cpus(cpus)
+    return ResourceProfileBuilder().require(requests).build

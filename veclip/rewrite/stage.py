@@ -37,8 +37,8 @@ from pyspark.sql.types import BooleanType, IntegerType, StringType, StructField,
 from veclip.config import Config
 from veclip.engines import engine_version
 from veclip.inference import map_batches
-from veclip.model_stage import (OUTCOME, ModelStage, gpu_profile, model_partitions, outcome_of, run_slices,
-                                snapshot_todo, work_name)
+from veclip.model_stage import (OUTCOME, ModelStage, outcome_of, plan_tasks, run_slices, snapshot_todo,
+                                task_profile, work_name)
 from veclip.report import StageReport
 from veclip.rewrite.rewriter import RewriterLoader
 from veclip.schemas import VECAP
@@ -125,9 +125,10 @@ def model_stage(spark: SparkSession, cfg: Config, loader: RewriterLoader, captio
     r = cfg.rewrite
 
     def generate(rows: DataFrame, expected: float) -> DataFrame:
-        src = rows.repartition(model_partitions(spark, expected, r.batch_size, r.partitions))
-        out = map_batches(src, loader, cache_key(loader), r.batch_size, keep=["key"], output="result",
-                          profile=gpu_profile(spark, r.gpus_per_task))
+        plan = plan_tasks(spark, expected, r.batch_size, r.engine, r.partitions, r.gpus_per_task)
+        out = map_batches(rows.repartition(plan.partitions), loader, cache_key(loader), r.batch_size, keep=["key"],
+                          output="result", profile=task_profile(spark, r.gpus_per_task, plan),
+                          cpu_threads=plan.cpu_threads)
         result = with_provenance(out, cfg, loader, captioner)
         fallback = F.concat(F.lit("fallback:"), F.coalesce("_reason", F.lit("None")),
                             F.when(F.col("_alt_text"), F.lit(WITH_ALT_TEXT)).otherwise(F.lit("")))
