@@ -22,6 +22,12 @@ the row's label). This module does the rest:
   storm stops the run after the slice that shows it, its rows committed as retryable error rows).
 - The work table is deleted at the end of a successful run; the next run overwrites any left over.
 
+Tasks (`plan_tasks`, per slice): on GPUs and for `hf`, one task per `batch_size` rows up to the
+cluster's parallelism; for `vllm` on CPU one task per executor, its engine owning all the executor's
+cores (`cpu_threads`, handed to `veclip.inference.map_batches`; on a cluster a stage-level resource
+profile asks for whole-executor tasks, `task_profile`). `caption.partitions` / `rewrite.partitions`
+override the count.
+
 Kill and resume: a killed job loses at most the slice in flight. A rerun computes its to-do set
 afresh (one anti-join against what was committed) and snapshots it again; the MERGE on the keys
 never duplicates a row, whatever the slicing of the earlier run.
