@@ -205,7 +205,7 @@ class _Master:
 
 
 @pytest.mark.parametrize("master, cores", [("local[2]", 2), ("local[4,3]", 4), ("local", 1)])
-def test_vllm_on_cpu_runs_one_engine_per_executor_owning_its_cores(master, cores, monkeypatch):
+def test_a_whole_executor_task_on_cpu_owns_all_its_cores(master, cores, monkeypatch):
     from types import SimpleNamespace
 
     from veclip import model_stage as ms
@@ -214,25 +214,25 @@ def test_vllm_on_cpu_runs_one_engine_per_executor_owning_its_cores(master, cores
     session = SimpleNamespace(sparkContext=_Master(master))
     assert ms.executor_layout(session) == (1, cores)
     # One engine, every core of the local executor; hf keeps a task per batch up to the parallelism.
-    assert ms.plan_tasks(session, 2000, 8, "vllm") == ms.TaskPlan(1, cores, None)
-    # hf: a task per batch up to the parallelism (2), the cores shared between them.
-    assert ms.plan_tasks(session, 2000, 8, "hf") == ms.TaskPlan(2, max(1, cores // 2), None)
-    assert ms.plan_tasks(session, 8, 8, "hf") == ms.TaskPlan(1, cores, None)
+    assert ms.plan_tasks(session, 2000, 8, whole_executor=True) == ms.TaskPlan(1, cores, None)
+    # Otherwise a task per batch up to the parallelism (2), the cores shared between them.
+    assert ms.plan_tasks(session, 2000, 8) == ms.TaskPlan(2, max(1, cores // 2), None)
+    assert ms.plan_tasks(session, 8, 8) == ms.TaskPlan(1, cores, None)
     # Partitions set by hand share the cores; never less than one thread each.
-    assert ms.plan_tasks(session, 2000, 8, "vllm", configured=2).cpu_threads == max(1, cores // 2)
-    assert ms.task_profile(session, 0, ms.plan_tasks(session, 2000, 8, "vllm")) is None   # local: no profiles
+    assert ms.plan_tasks(session, 2000, 8, True, configured=2).cpu_threads == max(1, cores // 2)
+    assert ms.task_profile(session, 0, ms.plan_tasks(session, 2000, 8, True)) is None   # local: no profiles
 
 
-def test_vllm_on_gpus_keeps_one_engine_per_task_gpu(monkeypatch):
+def test_on_gpus_every_plan_keeps_one_engine_per_task_gpu(monkeypatch):
     from types import SimpleNamespace
 
     from veclip import model_stage as ms
 
     session = SimpleNamespace(sparkContext=_Master("spark://cluster:7077", 8, {"spark.task.resource.gpu.amount": "1"}))
-    assert ms.plan_tasks(session, 2000, 8, "vllm") == ms.TaskPlan(8, None, None)
+    assert ms.plan_tasks(session, 2000, 8, whole_executor=True) == ms.TaskPlan(8, None, None)
     monkeypatch.setattr(ms, "task_device", lambda: "cuda:0")
     local = SimpleNamespace(sparkContext=_Master("local[2]"))
-    assert ms.plan_tasks(local, 2000, 8, "vllm") == ms.TaskPlan(2, None, None)   # a local GPU: as before
+    assert ms.plan_tasks(local, 2000, 8, whole_executor=True) == ms.TaskPlan(2, None, None)   # a local GPU
 
 
 def test_a_cluster_is_asked_for_whole_executor_cpu_tasks_and_gpus_only_where_needed():

@@ -22,11 +22,11 @@ the row's label). This module does the rest:
   storm stops the run after the slice that shows it, its rows committed as retryable error rows).
 - The work table is deleted at the end of a successful run; the next run overwrites any left over.
 
-Tasks (`plan_tasks`, per slice): on GPUs and for `hf`, one task per `batch_size` rows up to the
-cluster's parallelism; for `vllm` on CPU one task per executor, its engine owning all the executor's
-cores (`cpu_threads`, handed to `veclip.inference.map_batches`; on a cluster a stage-level resource
-profile asks for whole-executor tasks, `task_profile`). `caption.partitions` / `rewrite.partitions`
-override the count.
+Tasks (`plan_tasks`, per slice): one task per `batch_size` rows up to the cluster's parallelism; for
+the `vllm` rewrite on CPU one task per executor, its engine owning all the executor's cores
+(`cpu_threads`, handed to `veclip.inference.map_batches`; on a cluster a stage-level resource profile
+asks for whole-executor tasks, `task_profile`). `caption.partitions` / `rewrite.partitions` override
+the count; on CPU the cores are shared out between the tasks.
 
 Kill and resume: a killed job loses at most the slice in flight. A rerun computes its to-do set
 afresh (one anti-join against what was committed) and snapshots it again; the MERGE on the keys
@@ -195,14 +195,15 @@ class TaskPlan:
     cpus_per_task: Optional[int] = None
 
 
-def plan_tasks(spark: SparkSession, expected: float, batch_size: int, engine: str, configured: Optional[int] = None,
-               gpus_per_task: float = 0.0) -> TaskPlan:
+def plan_tasks(spark: SparkSession, expected: float, batch_size: int, whole_executor: bool = False,
+               configured: Optional[int] = None, gpus_per_task: float = 0.0) -> TaskPlan:
     """The Spark tasks of a slice of about `expected` rows: `configured` of them, else
-    - hf, and any engine on GPUs: one task per `batch_size` rows, up to the cluster's default parallelism
-      (model replicas working at once; on GPUs one per task GPU);
-    - vllm on CPU: one task per executor, so one engine that owns all the executor's cores. vLLM batches the
-      whole partition continuously, and N one-thread engines on N cores contend for them and for memory
-      bandwidth (measured: benchmarks/engine_throughput.py).
+    - one task per `batch_size` rows, up to the cluster's default parallelism (model replicas working at
+      once; on GPUs one per task GPU);
+    - with `whole_executor`, on CPU: one task per executor, so one engine that owns all of the executor's
+      cores. The rewrite asks for it with vLLM: vLLM batches the whole partition continuously, and two
+      one-thread engines on two cores decode slower than one two-thread engine (measured:
+      benchmarks/engine_throughput.py).
     On CPU the executors' cores are shared out between the tasks (`cpu_threads`, at least spark.task.cpus):
     fewer tasks than cores means more threads each.
     """
@@ -210,7 +211,7 @@ def plan_tasks(spark: SparkSession, expected: float, batch_size: int, engine: st
     if on_gpus(spark, gpus_per_task):
         return TaskPlan(configured or per_batch)
     executors, cores = executor_layout(spark)
-    partitions = configured or (executors if engine == "vllm" else per_batch)
+    partitions = configured or (executors if whole_executor else per_batch)
     task_cpus = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
     threads = max(task_cpus, min(cores, executors * cores // partitions))
     cluster = not spark.sparkContext.master.startswith("local")

@@ -93,7 +93,10 @@ def model_stage(spark: SparkSession, cfg: Config, load: Load, info: CaptionerInf
     spec = spec_of(c)
 
     def generate(rows: DataFrame, expected: float) -> DataFrame:
-        plan = plan_tasks(spark, expected, c.batch_size, c.engine, c.partitions, c.gpus_per_task)
+        # One engine per task slot, also with vLLM: a small captioner's time goes to per-image preprocessing
+        # in the engine's process, which two processes share out better than two threads of one
+        # (benchmarks/engine_throughput.py); its calls are bounded by the predict (max_rows_per_call).
+        plan = plan_tasks(spark, expected, c.batch_size, False, c.partitions, c.gpus_per_task)
         src = rows.select("key", "image").repartition(plan.partitions)
         out = map_batches(src, load, cache_key, c.batch_size, keep=["key"], output="caption",
                           profile=task_profile(spark, c.gpus_per_task, plan), cpu_threads=plan.cpu_threads)

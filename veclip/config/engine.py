@@ -13,11 +13,11 @@ ENGINE_DESCRIPTION = ("Generation engine: `hf` (transformers `generate`, fixed b
                       "every model transformers can load) or `vllm` (vLLM: one engine per Spark Python worker and "
                       "device, the whole slice partition submitted at once for continuous batching, paged KV "
                       "cache, prefix caching). Recorded in every row's `generation_params`.")
-PARTITIONS_DESCRIPTION = ("Spark tasks per slice (model replicas working at once). Default: on GPUs and for `hf` "
-                          "on CPU, one task per `batch_size` rows up to the cluster's default parallelism; for "
-                          "`vllm` on CPU, one engine per executor owning all its cores (vLLM batches the slice "
-                          "itself; engines that share cores slow each other down). Set on CPU, the executors' "
-                          "cores are split between the tasks.")
+PARTITIONS_DESCRIPTION = ("Spark tasks per slice (model replicas working at once). Default: one task per "
+                          "`batch_size` rows up to the cluster's default parallelism; for the `vllm` rewrite on "
+                          "CPU, one engine per executor owning all its cores (two one-thread engines on two "
+                          "cores decode slower than one two-thread engine). On CPU the executors' cores are "
+                          "shared out between the tasks.")
 
 
 class VllmOptions(Section):

@@ -125,7 +125,8 @@ def model_stage(spark: SparkSession, cfg: Config, loader: RewriterLoader, captio
     r = cfg.rewrite
 
     def generate(rows: DataFrame, expected: float) -> DataFrame:
-        plan = plan_tasks(spark, expected, r.batch_size, r.engine, r.partitions, r.gpus_per_task)
+        # vLLM on CPU: one engine with every core of the executor decodes faster than one per core.
+        plan = plan_tasks(spark, expected, r.batch_size, r.engine == "vllm", r.partitions, r.gpus_per_task)
         out = map_batches(rows.repartition(plan.partitions), loader, cache_key(loader), r.batch_size, keep=["key"],
                           output="result", profile=task_profile(spark, r.gpus_per_task, plan),
                           cpu_threads=plan.cpu_threads)
