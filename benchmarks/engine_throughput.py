@@ -89,7 +89,10 @@ def rewrite_stage(spark, cfg, warm_cfg, n: int):
     from veclip.rewrite.stage import run_rewrite
     from veclip.tables import Tables
 
-    write_tables(spark, Tables(warm_cfg, spark), stand_in_pairs(2 * spark.sparkContext.defaultParallelism, seed=2),
+    # One batch per task slot, so that the warm-up's plan has as many tasks as the measured run's (each
+    # Python worker that will run a task loads its model here).
+    warm_rows = spark.sparkContext.defaultParallelism * cfg.rewrite.batch_size
+    write_tables(spark, Tables(warm_cfg, spark), stand_in_pairs(warm_rows, seed=2),
                  CAPTIONER)
     run_rewrite(warm_cfg, spark)
     report = run_rewrite(cfg, spark)
@@ -184,7 +187,7 @@ def caption_rows(a, spark, base) -> list[dict]:
                   for i, img in enumerate(images)]
         # Warm-up on another root with the same settings: every Python worker loads the captioner once.
         warm = load_config(None, sets + [f"paths.root={a.work}/caption-warm-{engine}"], bare=True)
-        width = 2 * spark.sparkContext.defaultParallelism
+        width = spark.sparkContext.defaultParallelism * cfg.caption.batch_size   # a task per slot, as measured
         Tables(warm, spark).merge("bronze", spark.createDataFrame(bronze[:width], BRONZE), ["key"])
         run_caption(warm, spark)
         tables.merge("bronze", spark.createDataFrame(bronze, BRONZE), ["key"])
