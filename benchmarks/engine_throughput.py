@@ -4,6 +4,7 @@ the Spark stage, with best-of-n; one run, figures and ratios side by side.
     .venv/bin/python benchmarks/engine_throughput.py                           # rewrite: SmolLM2, 64 rows
     .venv/bin/python benchmarks/engine_throughput.py --rows 1000 --device cuda --dtype bfloat16   # on a GPU
     .venv/bin/python benchmarks/engine_throughput.py --captioner DIR     # + the caption stage (1,024 images)
+    .venv/bin/python benchmarks/engine_throughput.py --engines vllm --skip-best-of --rows 512   # stage vs engine at a real slice size
 
 Rewrite (the fusion prompts of the stage: real web AltTexts with stand-in COCO captions, see
 rewrite_inputs.py; SmolLM2-135M-Instruct unless `--set rewrite.model=...`), for each engine:
