@@ -226,7 +226,7 @@ def task_profile(spark: SparkSession, gpus_per_task: float, plan: TaskPlan):
     conf = spark.sparkContext.getConf()
     configured = conf.get("spark.task.resource.gpu.amount", None)
     gpus = gpus_per_task if gpus_per_task > 0 and not (configured is not None and float(configured) == gpus_per_task) else 0
-    cpus = plan.cpus_per_task if plan.cpus_per_task and plan.cpus_per_task != int(conf.get("spark.task.cpus", "1")) else 0
+    cpus = plan.cpus_per_task or 0     # plan_tasks sets it only above spark.task.cpus
     if not gpus and not cpus:
         return None   # every task already gets what it needs
     from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests

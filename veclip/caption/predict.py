@@ -38,7 +38,9 @@ __all__ = ["CaptionLoader", "EmptyCaption", "UndecodableImage", "caption_batch",
 # Large JPEGs are decoded at a reduced scale (DCT scaling) no smaller than this: every processor
 # resizes far below it, and full-size decoding of 4000 px photos would dominate a CPU worker.
 DECODE_MAX_SIDE = 1024
-VLLM_IMAGES_PER_CALL = 256   # images of one vLLM engine call: decoded together, so their memory is bounded
+# Most images one vLLM engine call receives: all of them are decoded before the engine starts (up to
+# ~3 MB each at DECODE_MAX_SIDE), and continuous batching gains nothing past max_num_seqs.
+VLLM_IMAGES_PER_CALL = 256
 
 
 class EmptyCaption(ValueError):
@@ -95,7 +97,7 @@ class CaptionLoader:
         predict = partial(caption_batch, captioner, self.max_chars, self.column, max_pixels=self.max_pixels)
         # vLLM batches continuously: hand it the whole partition at once (veclip.inference.run_batches).
         predict.whole_partition = self.spec.engine == "vllm"
-        predict.max_rows_per_call = VLLM_IMAGES_PER_CALL   # a call's images are decoded at once: bound them
+        predict.max_rows_per_call = VLLM_IMAGES_PER_CALL
         return predict
 
 

@@ -84,8 +84,6 @@ def with_provenance(out: DataFrame, c: CaptionConfig, spec: CaptionerSpec, info:
                         for f in CAPTIONS.fields])
 
 
-# Most images one vLLM call (one Spark partition) receives: all of them are decoded before the engine
-# starts (up to ~3 MB each at DECODE_MAX_SIDE), and continuous batching gains nothing past max_num_seqs.
 def model_stage(spark: SparkSession, cfg: Config, load: Load, info: CaptionerInfo) -> ModelStage:
     """The caption stage as veclip.model_stage drives it: to-do rows (key, image) -> CAPTIONS rows."""
     c = cfg.caption
